@@ -1,0 +1,294 @@
+// Per-pose and per-pair math of the pose NMS family, shared by the CPU and the
+// CUDA kernels (see ../DESIGN notes in README "Architecture").
+//
+// Conventions: a pose is K joints, `xy` points at 2*K values (x0, y0, x1, y1,
+// ...) in image pixels, `s` at K joint confidences; a box is (x1, y1, x2, y2).
+// Row i of every pair relation is the reference (the more confident pose), so
+// asymmetric terms (AlphaPose's ref_dist_i, the paper's window from B_i) use i.
+#pragma once
+
+#include "common/macros.h"
+
+namespace rmpe {
+
+// Method ids; rmpe_ext/ops.py mirrors them.
+enum PoseMethod : int64_t { kAlphaPose = 0, kPaper = 1, kOks = 2 };
+
+// Layout of the `params` list that every pose-NMS op takes; rmpe_ext/ops.py
+// builds it. Slots 0..5 depend on the method, 6..10 are shared.
+namespace param {
+// AlphaPose (DESIGN 2.2)
+constexpr int kDelta1 = 0, kMu = 1, kDelta2 = 2, kGamma = 3, kMatchThresh = 4, kPckCap = 5;
+// Paper (DESIGN 2.1)
+constexpr int kSigma1 = 0, kSigma2 = 1, kLambda = 2, kEta = 3, kBoxFrac = 4;
+// OKS
+constexpr int kOksThresh = 0, kVisThresh = 1;  // vis threshold NaN: every joint counts
+// Shared: ref_dist_i = alpha * max(w_i, h_i); merge radius min(ref_dist_i, cap);
+// a kept pose must reach score_thresh (pick and merged) and area_thresh.
+constexpr int kRefAlpha = 6, kMerge = 7, kMergeCap = 8, kScoreThresh = 9, kAreaThresh = 10;
+constexpr int kCount = 11;
+}  // namespace param
+
+// Error bits reported by prepare_pose (and by the CUDA status word).
+enum PoseInputError : int32_t {
+  kBadPoses = 1,       // non-finite joint coordinate
+  kBadJointScores = 2, // non-finite joint score
+  kBadBoxes = 4,       // non-finite box coordinate
+  kBadBoxOrder = 8,    // x2 < x1 or y2 < y1
+  kBadScores = 16,     // non-finite ranking score
+  kBadImageIndex = 32, // negative image index
+};
+
+// What the pair relations need of one pose, computed once per pose.
+template <typename T>
+struct PoseMeta {
+  T bx0, by0, bx1, by1;  // bounding box of the joints (for the far-pair test)
+  T ref;                 // alpha * max(box w, box h)
+  T half_w, half_h;      // paper's KSim window: box_frac * (w, h) / 2
+  T area;                // box area (OKS)
+  T mag;                 // largest |coordinate| of the joints (rounding margin)
+};
+
+// Validates one pose and fills its meta. `s_out` receives the effective joint
+// scores (AlphaPose turns exact zeros into 1e-5; the caller's tensor is never
+// written). `mean_out`, when not null, receives the mean effective joint score
+// summed in joint order. Returns a mask of PoseInputError bits.
+template <typename T>
+RMPE_HD int32_t prepare_pose(const T* xy, const T* s_in, const T* box, int64_t K, bool zero_fix,
+                             T ref_alpha, T box_frac, T* s_out, PoseMeta<T>& m, T* mean_out) {
+  int32_t err = 0;
+  T x0 = xy[0], y0 = xy[1], x1 = xy[0], y1 = xy[1], mag = T(0), sum = T(0);
+  for (int64_t n = 0; n < K; ++n) {
+    const T x = xy[2 * n], y = xy[2 * n + 1];
+    if (!fp::isfinite(x) || !fp::isfinite(y)) err |= kBadPoses;
+    x0 = x < x0 ? x : x0;
+    x1 = x > x1 ? x : x1;
+    y0 = y < y0 ? y : y0;
+    y1 = y > y1 ? y : y1;
+    const T ax = x < T(0) ? -x : x, ay = y < T(0) ? -y : y;
+    mag = ax > mag ? ax : mag;
+    mag = ay > mag ? ay : mag;
+    T s = s_in[n];
+    if (!fp::isfinite(s)) err |= kBadJointScores;
+    if (zero_fix && s == T(0)) s = T(1e-5);
+    s_out[n] = s;
+    sum = fp::add(sum, s);
+  }
+  for (int j = 0; j < 4; ++j)
+    if (!fp::isfinite(box[j])) err |= kBadBoxes;
+  const T w = fp::sub(box[2], box[0]), h = fp::sub(box[3], box[1]);
+  if (!(w >= T(0)) || !(h >= T(0))) err |= kBadBoxOrder;
+  m.bx0 = x0;
+  m.by0 = y0;
+  m.bx1 = x1;
+  m.by1 = y1;
+  m.ref = fp::mul(ref_alpha, fp::py_max(w, h));
+  m.half_w = fp::mul(box_frac, w) / T(2);
+  m.half_h = fp::mul(box_frac, h) / T(2);
+  m.area = fp::mul(w, h);
+  m.mag = mag;
+  if (mean_out) *mean_out = fp::div(sum, T(K));
+  return err;
+}
+
+// Euclidean distance of joint n of two poses, rounded as torch rounds
+// sqrt(sum(pow(a - b, 2))).
+template <typename T>
+RMPE_HD T joint_dist(const T* a, const T* b, int64_t n) {
+  const T dx = fp::sub(a[2 * n], b[2 * n]);
+  const T dy = fp::sub(a[2 * n + 1], b[2 * n + 1]);
+  return fp::sqrt(fp::add(fp::mul(dx, dx), fp::mul(dy, dy)));
+}
+
+// Lower bound of every joint distance of two poses: the gap between their
+// joint boxes along x and along y.
+template <typename T>
+RMPE_HD void joint_box_gap(const PoseMeta<T>& a, const PoseMeta<T>& b, T& gx, T& gy) {
+  gx = fp::py_max(fp::py_max(fp::sub(b.bx0, a.bx1), fp::sub(a.bx0, b.bx1)), T(0));
+  gy = fp::py_max(fp::py_max(fp::sub(b.by0, a.by1), fp::sub(a.by0, b.by1)), T(0));
+}
+
+// Slack added to a far-pair radius so that rounding in the gap and in the
+// joint distances can never turn a related pair into a rejected one.
+template <typename T>
+RMPE_HD T reach_slack(const PoseMeta<T>& a, const PoseMeta<T>& b, T reach) {
+  const T eps = sizeof(T) == 4 ? T(1.1920929e-07) : T(2.220446049250313e-16);
+  return reach * T(1e-3) + T(64) * eps * fp::py_max(T(1), fp::py_max(a.mag, b.mag));
+}
+
+// Result of comparing a reference pose i with a pose j.
+template <typename T>
+struct PairScore {
+  T sim;          // the similarity (AlphaPose simi, paper d, OKS)
+  int32_t match;  // AlphaPose PCK count; paper: joints in the KSim window; OKS: joints counted
+};
+
+// AlphaPose's parametric pose distance (DESIGN 2.2): simi and the PCK count.
+template <typename T>
+struct AlphaPoseCriterion {
+  T delta1, mu, delta2, gamma, pck_cap, reach;  // reach: far-pair radius (inf = never reject)
+  int64_t match_thresh;
+
+  RMPE_HD PairScore<T> score(const T* ki, const T* si, const T* kj, const T* sj, int64_t K,
+                             const PoseMeta<T>& mi, const PoseMeta<T>&) const {
+    const T r = fp::py_min(mi.ref, pck_cap);
+    T ksum = T(0), hsum = T(0);
+    int32_t cnt = 0;
+    for (int64_t n = 0; n < K; ++n) {
+      const T d = joint_dist(ki, kj, n);
+      if (d <= T(1))
+        ksum = fp::add(ksum, fp::mul(fp::tanh(fp::div(si[n], delta1)), fp::tanh(fp::div(sj[n], delta1))));
+      hsum = fp::add(hsum, fp::exp(fp::div(-d, delta2)));
+      if (fp::div(d, r) <= T(1)) ++cnt;
+    }
+    return {fp::add(ksum, fp::mul(mu, hsum)), cnt};
+  }
+  RMPE_HD bool suppresses(const PairScore<T>& p) const { return p.sim > gamma || p.match >= match_thresh; }
+  // suppresses(score(...)) with less work: the PCK count needs no exp/tanh
+  // and, once it reaches match_thresh, decides alone.
+  RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
+                      const PoseMeta<T>& mj) const {
+    if (match_thresh <= 0) return true;
+    const T r = fp::py_min(mi.ref, pck_cap);
+    int64_t cnt = 0;
+    for (int64_t n = 0; n < K; ++n)
+      if (fp::div(joint_dist(ki, kj, n), r) <= T(1) && ++cnt >= match_thresh) return true;
+    return score(ki, si, kj, sj, K, mi, mj).sim > gamma;
+  }
+  // False only when no joint of j can be close enough to i to matter.
+  RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
+    T gx, gy;
+    joint_box_gap(mi, mj, gx, gy);
+    T R = fp::py_max(reach, fp::py_min(mi.ref, pck_cap));
+    R = R + reach_slack(mi, mj, R);
+    return !(gx > R || gy > R);
+  }
+};
+
+// The paper's KSim + lambda * HSim (DESIGN 2.1, Eqs. 8-10).
+template <typename T>
+struct PaperCriterion {
+  T sigma1, sigma2, lambda, eta, reach;  // reach: radius beyond which HSim cannot reach eta
+
+  RMPE_HD PairScore<T> score(const T* ki, const T* si, const T* kj, const T* sj, int64_t K,
+                             const PoseMeta<T>& mi, const PoseMeta<T>&) const {
+    T ksum = T(0), hsum = T(0);
+    int32_t cnt = 0;
+    for (int64_t n = 0; n < K; ++n) {
+      const T dx = fp::sub(ki[2 * n], kj[2 * n]), dy = fp::sub(ki[2 * n + 1], kj[2 * n + 1]);
+      const T adx = dx < T(0) ? -dx : dx, ady = dy < T(0) ? -dy : dy;
+      if (adx <= mi.half_w && ady <= mi.half_h) {
+        ksum = fp::add(ksum, fp::mul(fp::tanh(fp::div(si[n], sigma1)), fp::tanh(fp::div(sj[n], sigma1))));
+        ++cnt;
+      }
+      const T d2 = fp::add(fp::mul(dx, dx), fp::mul(dy, dy));
+      hsum = fp::add(hsum, fp::exp(fp::div(-d2, sigma2)));
+    }
+    return {fp::add(ksum, fp::mul(lambda, hsum)), cnt};
+  }
+  RMPE_HD bool suppresses(const PairScore<T>& p) const { return p.sim > eta; }
+  RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
+                      const PoseMeta<T>& mj) const {
+    return suppresses(score(ki, si, kj, sj, K, mi, mj));
+  }
+  RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
+    T gx, gy;
+    joint_box_gap(mi, mj, gx, gy);
+    const T sw = reach_slack(mi, mj, mi.half_w), sh = reach_slack(mi, mj, mi.half_h);
+    const bool window = !(gx > mi.half_w + sw || gy > mi.half_h + sh);
+    const T R = reach + reach_slack(mi, mj, reach);
+    return window || !(gx > R || gy > R);
+  }
+};
+
+// Object keypoint similarity as in COCO / mmpose oks_iou:
+// mean over counted joints of exp(-d^2 / vars_n / ((a_i + a_j)/2 + eps) / 2),
+// vars_n = (2 sigma_n)^2; with a visibility threshold only joints whose both
+// scores exceed it count, and no counted joint gives 0.
+template <typename T>
+struct OksCriterion {
+  const T* vars;  // K + 1 values: (2 sigma_n)^2 for each joint, then their maximum
+  int64_t K;
+  T thresh, vis_thresh, log_inv_thresh;
+  bool use_vis;
+
+  RMPE_HD PairScore<T> score(const T* ki, const T* si, const T* kj, const T* sj, int64_t K,
+                             const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
+    const T area = fp::add(fp::div(fp::add(mi.area, mj.area), T(2)), T(2.220446049250313e-16));
+    T sum = T(0);
+    int32_t cnt = 0;
+    for (int64_t n = 0; n < K; ++n) {
+      if (use_vis && !(si[n] > vis_thresh && sj[n] > vis_thresh)) continue;
+      const T dx = fp::sub(ki[2 * n], kj[2 * n]), dy = fp::sub(ki[2 * n + 1], kj[2 * n + 1]);
+      const T d2 = fp::add(fp::mul(dx, dx), fp::mul(dy, dy));
+      const T e = fp::div(fp::div(fp::div(d2, vars[n]), area), T(2));
+      sum = fp::add(sum, fp::exp(-e));
+      ++cnt;
+    }
+    return {cnt > 0 ? fp::div(sum, T(cnt)) : T(0), cnt};
+  }
+  RMPE_HD bool suppresses(const PairScore<T>& p) const { return p.sim > thresh; }
+  RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
+                      const PoseMeta<T>& mj) const {
+    return suppresses(score(ki, si, kj, sj, K, mi, mj));
+  }
+  RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
+    if (!(thresh > T(0) && thresh < T(1))) return true;
+    T gx, gy;
+    joint_box_gap(mi, mj, gx, gy);
+    // every term exp(-e_n) <= exp(-g^2 / (2 vars_max A)) <= thresh once
+    // g^2 >= 2 vars_max A ln(1/thresh)
+    const T A = fp::div(fp::add(mi.area, mj.area), T(2)) + T(2.220446049250313e-16);
+    const T R = fp::sqrt(T(2) * vars[K] * A * log_inv_thresh);
+    const T Rs = R + reach_slack(mi, mj, R);
+    return !(gx > Rs || gy > Rs);
+  }
+};
+
+// Soft-OKS rescoring (mmpose _rescore): gaussian s * exp(-oks^2 / thr), or
+// linear s * (1 - oks) where oks >= thr.
+template <typename T>
+RMPE_HD T soft_rescore(T score, T oks, T thresh, bool linear) {
+  if (linear) return oks >= thresh ? fp::mul(score, fp::sub(T(1), oks)) : score;
+  return fp::mul(score, fp::exp(fp::div(-fp::mul(oks, oks), thresh)));
+}
+
+// AlphaPose p_merge_fast, one joint of one member: the member's masked score
+// s * [||k_pick - k_member|| <= r].
+template <typename T>
+RMPE_HD T merge_masked_score(const T* k_pick, const T* k_member, const T* s_member, int64_t n, T r) {
+  return fp::mul(s_member[n], joint_dist(k_pick, k_member, n) <= r ? T(1) : T(0));
+}
+
+// Python's builtin max()/min() over a sequence: keep the first element and
+// replace it only by a strictly larger (smaller) one; NaNs never replace.
+template <typename T>
+RMPE_HD void py_minmax_step(T v, bool first, T& lo, T& hi) {
+  if (first) {
+    lo = hi = v;
+  } else {
+    if (v > hi) hi = v;
+    if (v < lo) lo = v;
+  }
+}
+
+// torch.max over values: NaN if any value is NaN.
+template <typename T>
+RMPE_HD T nan_max_step(T acc, T v, bool first) {
+  if (first) return v;
+  if (v != v || acc != acc) return v != v ? v : acc;
+  return v > acc ? v : acc;
+}
+
+// AlphaPose's final tests of one pick (DESIGN 2.2 step 5) given the pick's own
+// max joint score, the merged max score and the merged pose's joint extent.
+template <typename T>
+RMPE_HD bool alphapose_slot_kept(T pick_max, T merged_max, T xmin, T xmax, T ymin, T ymax, T score_thresh,
+                                 T area_thresh) {
+  if (pick_max < score_thresh) return false;
+  if (merged_max < score_thresh) return false;
+  const T area = fp::mul(fp::mul(T(2.25), fp::sub(xmax, xmin)), fp::sub(ymax, ymin));
+  return !(area < area_thresh);
+}
+
+}  // namespace rmpe

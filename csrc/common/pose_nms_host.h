@@ -1,0 +1,195 @@
+// Host-side pieces of the pose NMS ops that both backends share: argument
+// checks with messages that name the argument, the params list -> criterion
+// builders, and the translation of input-error bits into an error message.
+// Compiled by the host compiler (CPU kernels) and by nvcc (CUDA launchers);
+// it needs only ATen's core headers, never the CUDA runtime of torch.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "common/pose_nms_common.h"
+
+namespace rmpe {
+
+using Params = std::array<double, param::kCount>;
+
+inline std::string shape_str(const at::Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + std::to_string(t.size(d));
+  return s + "]";
+}
+
+// Checks the common pose inputs; returns K. `op` prefixes every message.
+inline int64_t check_pose_inputs(const char* op, const at::Tensor& poses, const at::Tensor& joint_scores,
+                                 const at::Tensor& boxes, const c10::optional<at::Tensor>& scores,
+                                 const c10::optional<at::Tensor>& image_index) {
+  TORCH_CHECK(poses.dim() == 3 && poses.size(2) == 2, op, ": poses must have shape [N, K, 2], got ",
+              poses.dim(), "-D tensor of shape ", shape_str(poses));
+  const int64_t N = poses.size(0), K = poses.size(1);
+  TORCH_CHECK(K >= 1, op, ": poses must have at least one joint (K >= 1), got shape ", shape_str(poses));
+  TORCH_CHECK(poses.scalar_type() == at::kFloat || poses.scalar_type() == at::kDouble, op,
+              ": poses must be float32 or float64, got ", poses.scalar_type());
+  TORCH_CHECK(joint_scores.dim() == 2 && joint_scores.size(0) == N && joint_scores.size(1) == K, op,
+              ": joint_scores must have shape [N, K] = [", N, ", ", K, "] to match poses, got ",
+              shape_str(joint_scores));
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(0) == N && boxes.size(1) == 4, op,
+              ": boxes must have shape [N, 4] = [", N, ", 4] (x1, y1, x2, y2) to match poses, got ",
+              shape_str(boxes));
+  TORCH_CHECK(joint_scores.scalar_type() == poses.scalar_type(), op, ": joint_scores must have the dtype of poses (",
+              poses.scalar_type(), "), got ", joint_scores.scalar_type());
+  TORCH_CHECK(boxes.scalar_type() == poses.scalar_type(), op, ": boxes must have the dtype of poses (",
+              poses.scalar_type(), "), got ", boxes.scalar_type());
+  TORCH_CHECK(joint_scores.device() == poses.device(), op, ": joint_scores is on ", joint_scores.device(),
+              " but poses is on ", poses.device());
+  TORCH_CHECK(boxes.device() == poses.device(), op, ": boxes is on ", boxes.device(), " but poses is on ",
+              poses.device());
+  if (scores.has_value()) {
+    const auto& s = *scores;
+    TORCH_CHECK(s.dim() == 1 && s.size(0) == N, op, ": scores must have shape [N] = [", N, "], got ",
+                shape_str(s));
+    TORCH_CHECK(s.scalar_type() == poses.scalar_type(), op, ": scores must have the dtype of poses (",
+                poses.scalar_type(), "), got ", s.scalar_type());
+    TORCH_CHECK(s.device() == poses.device(), op, ": scores is on ", s.device(), " but poses is on ",
+                poses.device());
+  }
+  if (image_index.has_value()) {
+    const auto& b = *image_index;
+    TORCH_CHECK(b.dim() == 1 && b.size(0) == N, op, ": image_index must have shape [N] = [", N, "], got ",
+                shape_str(b));
+    TORCH_CHECK(b.scalar_type() == at::kLong, op, ": image_index must be int64, got ", b.scalar_type());
+    TORCH_CHECK(b.device() == poses.device(), op, ": image_index is on ", b.device(), " but poses is on ",
+                poses.device());
+  }
+  return K;
+}
+
+inline Params read_params(const char* op, int64_t method, at::ArrayRef<double> params) {
+  TORCH_CHECK(method == kAlphaPose || method == kPaper || method == kOks, op,
+              ": method must be 0 (alphapose), 1 (paper) or 2 (oks), got ", method);
+  TORCH_CHECK(static_cast<int64_t>(params.size()) == param::kCount, op, ": params must hold ", param::kCount,
+              " numbers (see rmpe_ext.ops), got ", params.size());
+  Params p;
+  std::copy(params.begin(), params.end(), p.begin());
+  return p;
+}
+
+// OKS needs per-joint sigmas: [K] floating, on the device of poses.
+inline void check_sigmas(const char* op, const c10::optional<at::Tensor>& sigmas, const at::Tensor& poses,
+                         int64_t method) {
+  if (method != kOks) return;
+  TORCH_CHECK(sigmas.has_value(), op, ": the oks method needs sigmas ([K] per-joint sigmas)");
+  const auto& s = *sigmas;
+  TORCH_CHECK(s.dim() == 1 && s.size(0) == poses.size(1), op, ": sigmas must have shape [K] = [", poses.size(1),
+              "], got ", shape_str(s));
+  TORCH_CHECK(s.scalar_type() == poses.scalar_type(), op, ": sigmas must have the dtype of poses (",
+              poses.scalar_type(), "), got ", s.scalar_type());
+  TORCH_CHECK(s.device() == poses.device(), op, ": sigmas is on ", s.device(), " but poses is on ",
+              poses.device());
+}
+
+inline void raise_input_errors(const char* op, int32_t err) {
+  if (!err) return;
+  std::string msg;
+  if (err & kBadPoses) msg += " poses contains NaN or infinite coordinates;";
+  if (err & kBadJointScores) msg += " joint_scores contains NaN or infinite values;";
+  if (err & kBadBoxes) msg += " boxes contains NaN or infinite values;";
+  if (err & kBadBoxOrder) msg += " boxes must be (x1, y1, x2, y2) with x2 >= x1 and y2 >= y1;";
+  if (err & kBadScores) msg += " scores contains NaN or infinite values;";
+  if (err & kBadImageIndex) msg += " image_index contains negative values;";
+  msg.pop_back();
+  TORCH_CHECK(false, op, ":", msg);
+}
+
+inline bool all_finite(std::initializer_list<double> v) {
+  for (double x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+template <typename T>
+AlphaPoseCriterion<T> make_alphapose(const Params& p, int64_t K) {
+  using namespace param;
+  const double d1 = p[kDelta1], mu = p[kMu], d2 = p[kDelta2], g = p[kGamma], m = p[kMatchThresh], cap = p[kPckCap];
+  AlphaPoseCriterion<T> c;
+  c.delta1 = T(d1);
+  c.mu = T(mu);
+  c.delta2 = T(d2);
+  c.gamma = T(g);
+  c.pck_cap = T(cap);
+  c.match_thresh = static_cast<int64_t>(std::ceil(std::max(-1e9, std::min(m, 1e9))));
+  // Far-pair radius: beyond it no joint is within 1 px (KSim), none within the
+  // PCK radius (added per pair), and mu * K * exp(-R / delta2) <= gamma.
+  const bool bounded = all_finite({d1, mu, d2, g, m}) && d2 > 0 && mu >= 0 && g > 0 && m > 0;
+  const double rh = mu * K > g ? d2 * std::log(mu * K / g) : 0.0;
+  c.reach = bounded ? T(std::max(1.0, rh)) : std::numeric_limits<T>::infinity();
+  return c;
+}
+
+template <typename T>
+PaperCriterion<T> make_paper(const Params& p, int64_t K) {
+  using namespace param;
+  const double s1 = p[kSigma1], s2 = p[kSigma2], lam = p[kLambda], eta = p[kEta];
+  PaperCriterion<T> c;
+  c.sigma1 = T(s1);
+  c.sigma2 = T(s2);
+  c.lambda = T(lam);
+  c.eta = T(eta);
+  const bool bounded = all_finite({s1, s2, lam, eta}) && s2 > 0 && lam >= 0 && eta > 0;
+  const double r = lam * K > eta ? std::sqrt(s2 * std::log(lam * K / eta)) : 0.0;
+  c.reach = bounded ? T(r) : std::numeric_limits<T>::infinity();
+  return c;
+}
+
+// `vars` points at K + 1 values on the device the kernel runs on (see
+// oks_vars): (2 sigma_n)^2 per joint, then their maximum.
+template <typename T>
+OksCriterion<T> make_oks(const Params& p, const T* vars, int64_t K) {
+  using namespace param;
+  OksCriterion<T> c;
+  c.vars = vars;
+  c.K = K;
+  c.thresh = T(p[kOksThresh]);
+  c.use_vis = !std::isnan(p[kVisThresh]);
+  c.vis_thresh = T(c.use_vis ? p[kVisThresh] : 0.0);
+  const double t = p[kOksThresh];
+  c.log_inv_thresh = T(t > 0 && t < 1 ? std::log(1.0 / t) : 0.0);
+  return c;
+}
+
+// The [K + 1] tensor OksCriterion reads: (2 sigma)^2 per joint, then the max.
+// Stays on the device of `sigmas` (no host synchronization).
+inline at::Tensor oks_vars(const at::Tensor& sigmas) {
+  const at::Tensor v = (sigmas * 2).square();
+  return at::cat({v, v.max().reshape({1})}).contiguous();
+}
+
+}  // namespace rmpe
+
+namespace rmpe {
+
+// Calls f(criterion) with the criterion the method names (runtime method ->
+// compile-time type, so each kernel is instantiated once per criterion).
+template <typename T, typename F>
+void with_criterion(int64_t method, const Params& p, int64_t K, const T* vars, F&& f) {
+  switch (method) {
+    case kAlphaPose:
+      f(make_alphapose<T>(p, K));
+      break;
+    case kPaper:
+      f(make_paper<T>(p, K));
+      break;
+    default:
+      f(make_oks<T>(p, vars, K));
+      break;
+  }
+}
+
+}  // namespace rmpe

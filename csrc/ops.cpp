@@ -1,0 +1,56 @@
+// The one place where every rmpe_ext operator schema is declared. Backends
+// register implementations in cpu/*.cpp and cuda/*.cu; autograd and fake
+// (meta) kernels are registered from Python (rmpe_ext/ops.py).
+#include <Python.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+extern "C" {
+// An empty Python module named _C: importing it loads this shared library,
+// whose static initializers register the operators with the dispatcher. No
+// pybind11, so the binary uses only the limited Python API (one build serves
+// every Python version).
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "rmpe_ext operators (use torch.ops.rmpe_ext)",
+                                          -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace rmpe {
+namespace {
+
+std::string build_info() {
+  std::string s = "torch=" TORCH_VERSION;
+#ifdef RMPE_WITH_CUDA
+  s += ";cuda=1";
+#else
+  s += ";cuda=0";
+#endif
+  return s;
+}
+
+}  // namespace
+}  // namespace rmpe
+
+TORCH_LIBRARY(rmpe_ext, m) {
+  m.def("_build_info() -> str", &rmpe::build_info);
+
+  // All-pairs pose similarity: (sim [N, N], match [N, N] int32), row = reference.
+  m.def(
+      "pose_similarity(Tensor poses, Tensor joint_scores, Tensor boxes, int method, float[] params, "
+      "Tensor? sigmas) -> (Tensor, Tensor)");
+
+  // Greedy parametric pose NMS, batched over images, with merging and the
+  // score/area tests: (keep [M] int64, poses [M, K, 2], scores [M, K], group [N] int64).
+  m.def(
+      "pose_nms(Tensor poses, Tensor joint_scores, Tensor boxes, Tensor? scores, Tensor? image_index, "
+      "int method, float[] params, Tensor? sigmas) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // Soft-OKS-NMS, batched over images: (keep [M] int64, rescored scores [M]).
+  m.def(
+      "soft_oks_nms(Tensor poses, Tensor joint_scores, Tensor boxes, Tensor scores, Tensor? image_index, "
+      "float[] params, Tensor sigmas, int max_dets, bool linear) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,110 @@
+"""Build of the rmpe_ext operators as a torch C++/CUDA extension.
+
+CUDA kernels are built when torch is a CUDA build and nvcc is found; set
+RMPE_EXT_CUDA=1 to require them (the build fails if they cannot be built) or
+RMPE_EXT_CUDA=0 to skip them. TORCH_CUDA_ARCH_LIST picks the GPU
+architectures, MAX_JOBS the parallel compile jobs (both read by torch's
+BuildExtension). Install with `pip install --no-build-isolation .` so the
+binary is built against the torch already installed.
+"""
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError:  # pragma: no cover - a build environment without torch
+    sys.exit(
+        "rmpe_ext builds against the torch you have installed: install torch first, "
+        "then `pip install --no-build-isolation .` (build isolation hides torch)."
+    )
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_cuda_home():
+    """CUDA_HOME/CUDA_PATH, else the toolkit that holds bin/nvcc and include/cuda_runtime.h."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    for c in candidates:
+        if c and os.path.exists(os.path.join(c, "bin", "nvcc")) and os.path.exists(
+            os.path.join(c, "include", "cuda_runtime.h")
+        ):
+            return c
+    return None
+
+
+def want_cuda():
+    forced = os.environ.get("RMPE_EXT_CUDA", "").strip().lower()
+    cuda_home = find_cuda_home()
+    reason = None
+    if torch.version.cuda is None:
+        reason = f"torch {torch.__version__} is a CPU build"
+    elif cuda_home is None:
+        reason = "nvcc was not found (set CUDA_HOME)"
+    if forced in ("0", "false", "no", "off"):
+        return False, "RMPE_EXT_CUDA=0", None
+    if forced in ("1", "true", "yes", "on"):
+        if reason:
+            sys.exit(f"RMPE_EXT_CUDA=1 but the CUDA kernels cannot be built: {reason}.")
+        return True, "RMPE_EXT_CUDA=1", cuda_home
+    if reason:
+        return False, reason, None
+    return True, f"torch {torch.__version__} has CUDA {torch.version.cuda}, nvcc in {cuda_home}", cuda_home
+
+
+with_cuda, why, cuda_home = want_cuda()
+if cuda_home:
+    os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension
+
+sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+cxx_flags = ["-O3", "-ffp-contract=off", "-DPy_LIMITED_API=0x03090000"]
+nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-DPy_LIMITED_API=0x03090000"]
+if with_cuda:
+    sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    cxx_flags.append("-DRMPE_WITH_CUDA")
+    nvcc_flags.append("-DRMPE_WITH_CUDA")
+    ext_cls = CUDAExtension
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "(torch default: the visible GPUs, else all it supports)")
+    print(f"rmpe_ext: building CPU + CUDA kernels ({why}); TORCH_CUDA_ARCH_LIST={arch}", flush=True)
+else:
+    ext_cls = CppExtension
+    print(f"rmpe_ext: building CPU kernels only ({why})", flush=True)
+
+with open(os.path.join(ROOT, "rmpe_ext", "_build_info.py"), "w") as f:
+    f.write(
+        "# Written by setup.py at build time: what the compiled _C was built against.\n"
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n"
+        f"WITH_CUDA = {with_cuda!r}\n"
+    )
+
+ext = ext_cls(
+    "rmpe_ext._C",
+    sources,
+    include_dirs=[os.path.join(ROOT, "csrc")],
+    extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
+    py_limited_api=True,
+)
+
+setup(
+    name="rmpe_ext",
+    version="0.1.0",
+    description="RMPE (regional multi-person pose estimation) kernels for PyTorch: pose NMS, affine crops, decode",
+    packages=find_packages(include=["rmpe_ext", "rmpe_ext.*"]),
+    package_data={"rmpe_ext": ["data/*"]},
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    python_requires=">=3.9",
+    install_requires=["torch>=2.4", "numpy"],
+    extras_require={
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "expecttest", "opencv-python-headless", "pycocotools"],
+    },
+)
