@@ -7,7 +7,6 @@ Swap one import line::
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -15,14 +14,14 @@ from .ops import AlphaPoseNMSParams
 
 __all__ = ["pose_nms"]
 
+_PARAMS = AlphaPoseNMSParams().to_list()
+
 
 def _as_nk(t: Tensor, name: str, n: int, k: int) -> Tensor:
-    if t.dim() == 3 and t.shape[2] == 1:
-        t = t[:, :, 0]
-    if t.dim() != 2 or t.shape[0] != n or t.shape[1] != k:
-        raise ValueError(f"pose_nms: {name} must have shape (n, kp_num, 1) = ({n}, {k}, 1) to match pose_preds, "
-                         f"got {tuple(t.shape)}")
-    return t
+    if t.shape == (n, k, 1) or t.shape == (n, k):
+        return t.view(n, k) if t.is_contiguous() else t.reshape(n, k)
+    raise ValueError(f"pose_nms: {name} must have shape (n, kp_num, 1) = ({n}, {k}, 1) to match pose_preds, "
+                     f"got {tuple(t.shape)}")
 
 
 def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: Tensor, pose_scores: Tensor,
@@ -56,32 +55,30 @@ def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: 
     if n == 0:
         return [], [], [], [], [], []
 
-    # AlphaPose ranks by pose_scores.mean(dim=1) after turning zeros into 1e-5;
-    # the same torch reduction gives the same float rounding, hence the same order.
-    fixed = torch.where(scores_nk == 0, torch.full((), 1e-5, dtype=scores_nk.dtype, device=scores_nk.device),
-                        scores_nk)
-    human_scores = fixed.unsqueeze(-1).mean(dim=1).reshape(n)
-    params = AlphaPoseNMSParams(area_thresh=float(areaThres))
+    # the op ranks by torch's mean of the joint scores with zeros read as 1e-5:
+    # AlphaPose's pose_scores.mean(dim=1), same kernel, same rounding, same order
+    params = _PARAMS if areaThres == 0 else AlphaPoseNMSParams(area_thresh=float(areaThres)).to_list()
     keep, merged, merged_scores, group = torch.ops.rmpe_ext.pose_nms(
-        pose_preds, scores_nk, bboxes.to(pose_preds.dtype), human_scores, None, 0, params.to_list(), None)
+        pose_preds, scores_nk, bboxes.to(pose_preds.dtype), None, None, 0, params, None)
     m = keep.shape[0]
     if m == 0:
         return [], [], [], [], [], []
 
-    # merge groups, members by ascending index as AlphaPose lists them; poses
-    # of dropped groups (group -1) sort first and are skipped
-    group_np = group.cpu().numpy()
-    order = np.argsort(group_np, kind="stable")
-    ends = np.cumsum(np.bincount(group_np + 1, minlength=m + 1)).tolist()
-    ids_sorted = bbox_ids[torch.from_numpy(order).to(bbox_ids.device)].tolist()
-    # a one-pose group is indexed by a scalar in AlphaPose (a one-element index
-    # tensor acts as an integer), which drops one list level
-    res_bbox_ids = [ids_sorted[lo] if hi - lo == 1 else ids_sorted[lo:hi] for lo, hi in zip(ends[:-1], ends[1:])]
+    # merge groups, members by ascending index as AlphaPose lists them (poses
+    # of dropped groups have group -1). A one-pose group is indexed by a scalar
+    # in AlphaPose (a one-element index tensor acts as an integer), which drops
+    # one list level.
+    members = [[] for _ in range(m)]
+    for pose_ids, g in zip(bbox_ids.tolist(), group.tolist()):
+        if g >= 0:
+            members[g].append(pose_ids)
+    res_bbox_ids = [ids[0] if len(ids) == 1 else ids for ids in members]
 
-    keep_cpu = keep.cpu()
-    res_bboxes = bboxes[keep.to(bboxes.device)].cpu().tolist()
-    res_bbox_scores = list(bbox_scores[keep.to(bbox_scores.device)].cpu().unbind(0))
+    keep_box = keep if keep.device == bboxes.device else keep.to(bboxes.device)
+    res_bboxes = bboxes.index_select(0, keep_box).cpu().tolist()
+    keep_score = keep if keep.device == bbox_scores.device else keep.to(bbox_scores.device)
+    res_bbox_scores = list(bbox_scores.index_select(0, keep_score).cpu().unbind(0))
     res_pose_preds = list(merged.unbind(0))
     res_pose_scores = list(merged_scores.unsqueeze(-1).unbind(0))
-    res_pick_ids = list(keep_cpu.numpy())
+    res_pick_ids = list(keep.cpu().numpy())
     return res_bboxes, res_bbox_scores, res_bbox_ids, res_pose_preds, res_pose_scores, res_pick_ids

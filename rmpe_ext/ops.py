@@ -7,9 +7,10 @@ Conventions (all ops):
 * ``joint_scores``: ``[N, K]``, same dtype, joint confidences.
 * ``boxes``: ``[N, 4]``, same dtype, the detector box of each pose as
   ``(x1, y1, x2, y2)`` pixels (``x2 >= x1``, ``y2 >= y1``).
-* ``scores``: ``[N]``, same dtype, the ranking score (default: the mean joint
-  score). The most confident remaining pose is taken first; ties go to the
-  lowest index.
+* ``scores``: ``[N]``, same dtype, the ranking score (default: torch's mean of
+  the joint scores, zeros read as 1e-5 for ``alphapose``: exactly AlphaPose's
+  human score). The most confident remaining pose is taken first; ties go to
+  the lowest index.
 * ``image_index``: ``[N]`` int64 >= 0, the image each pose belongs to; poses of
   different images never interact, so one call handles a whole batch. Results
   come image by image (ascending image index), pick order inside an image.

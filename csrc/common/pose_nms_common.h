@@ -51,13 +51,12 @@ struct PoseMeta {
 
 // Validates one pose and fills its meta. `s_out` receives the effective joint
 // scores (AlphaPose turns exact zeros into 1e-5; the caller's tensor is never
-// written). `mean_out`, when not null, receives the mean effective joint score
-// summed in joint order. Returns a mask of PoseInputError bits.
+// written). Returns a mask of PoseInputError bits.
 template <typename T>
 RMPE_HD int32_t prepare_pose(const T* xy, const T* s_in, const T* box, int64_t K, bool zero_fix,
-                             T ref_alpha, T box_frac, T* s_out, PoseMeta<T>& m, T* mean_out) {
+                             T ref_alpha, T box_frac, T* s_out, PoseMeta<T>& m) {
   int32_t err = 0;
-  T x0 = xy[0], y0 = xy[1], x1 = xy[0], y1 = xy[1], mag = T(0), sum = T(0);
+  T x0 = xy[0], y0 = xy[1], x1 = xy[0], y1 = xy[1], mag = T(0);
   for (int64_t n = 0; n < K; ++n) {
     const T x = xy[2 * n], y = xy[2 * n + 1];
     if (!fp::isfinite(x) || !fp::isfinite(y)) err |= kBadPoses;
@@ -72,7 +71,6 @@ RMPE_HD int32_t prepare_pose(const T* xy, const T* s_in, const T* box, int64_t K
     if (!fp::isfinite(s)) err |= kBadJointScores;
     if (zero_fix && s == T(0)) s = T(1e-5);
     s_out[n] = s;
-    sum = fp::add(sum, s);
   }
   for (int j = 0; j < 4; ++j)
     if (!fp::isfinite(box[j])) err |= kBadBoxes;
@@ -87,7 +85,6 @@ RMPE_HD int32_t prepare_pose(const T* xy, const T* s_in, const T* box, int64_t K
   m.half_h = fp::mul(box_frac, h) / T(2);
   m.area = fp::mul(w, h);
   m.mag = mag;
-  if (mean_out) *mean_out = fp::div(sum, T(K));
   return err;
 }
 
@@ -108,12 +105,13 @@ RMPE_HD void joint_box_gap(const PoseMeta<T>& a, const PoseMeta<T>& b, T& gx, T&
   gy = fp::py_max(fp::py_max(fp::sub(b.by0, a.by1), fp::sub(a.by0, b.by1)), T(0));
 }
 
-// Slack added to a far-pair radius so that rounding in the gap and in the
-// joint distances can never turn a related pair into a rejected one.
+// Slack added to a far-pair radius R so that rounding in the gap and in the
+// joint distances can never turn a related pair into a rejected one; `mag`
+// bounds the magnitude of the coordinates involved.
 template <typename T>
-RMPE_HD T reach_slack(const PoseMeta<T>& a, const PoseMeta<T>& b, T reach) {
+RMPE_HD T reach_slack(T reach, T mag) {
   const T eps = sizeof(T) == 4 ? T(1.1920929e-07) : T(2.220446049250313e-16);
-  return reach * T(1e-3) + T(64) * eps * fp::py_max(T(1), fp::py_max(a.mag, b.mag));
+  return reach * T(1e-3) + T(64) * eps * fp::py_max(T(1), mag);
 }
 
 // Result of comparing a reference pose i with a pose j.
@@ -155,14 +153,20 @@ struct AlphaPoseCriterion {
       if (fp::div(joint_dist(ki, kj, n), r) <= T(1) && ++cnt >= match_thresh) return true;
     return score(ki, si, kj, sj, K, mi, mj).sim > gamma;
   }
-  // False only when no joint of j can be close enough to i to matter.
+  // False only when no joint of j can be close enough to i to matter: j's
+  // joint box is more than radius_to(mi, mj.mag) away from i's along x or y.
+  RMPE_HD T radius_to(const PoseMeta<T>& mi, T mag_j) const {
+    const T R = fp::py_max(reach, fp::py_min(mi.ref, pck_cap));
+    return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
+  }
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
     T gx, gy;
     joint_box_gap(mi, mj, gx, gy);
-    T R = fp::py_max(reach, fp::py_min(mi.ref, pck_cap));
-    R = R + reach_slack(mi, mj, R);
+    const T R = radius_to(mi, mj.mag);
     return !(gx > R || gy > R);
   }
+  // Bound of that radius over every j with |coordinates| <= mag_max, area <= area_max.
+  RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const { return radius_to(mi, mag_max); }
 };
 
 // The paper's KSim + lambda * HSim (DESIGN 2.1, Eqs. 8-10).
@@ -191,13 +195,21 @@ struct PaperCriterion {
                       const PoseMeta<T>& mj) const {
     return suppresses(score(ki, si, kj, sj, K, mi, mj));
   }
+  // False only when j is outside i's KSim window for every joint and too far
+  // for HSim to reach eta.
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
     T gx, gy;
     joint_box_gap(mi, mj, gx, gy);
-    const T sw = reach_slack(mi, mj, mi.half_w), sh = reach_slack(mi, mj, mi.half_h);
-    const bool window = !(gx > mi.half_w + sw || gy > mi.half_h + sh);
-    const T R = reach + reach_slack(mi, mj, reach);
+    const T mag = fp::py_max(mi.mag, mj.mag);
+    const bool window =
+        !(gx > mi.half_w + reach_slack(mi.half_w, mag) || gy > mi.half_h + reach_slack(mi.half_h, mag));
+    const T R = reach + reach_slack(reach, mag);
     return window || !(gx > R || gy > R);
+  }
+  RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const {
+    const T mag = fp::py_max(mi.mag, mag_max);
+    const T w = fp::py_max(mi.half_w, mi.half_h);
+    return fp::py_max(w + reach_slack(w, mag), reach + reach_slack(reach, mag));
   }
 };
 
@@ -232,16 +244,22 @@ struct OksCriterion {
                       const PoseMeta<T>& mj) const {
     return suppresses(score(ki, si, kj, sj, K, mi, mj));
   }
+  // Every term exp(-e_n) <= exp(-g^2 / (2 vars_max A)) <= thresh once the gap
+  // g^2 >= 2 vars_max A ln(1/thresh), A the mean area: then OKS <= thresh.
+  RMPE_HD T radius_to(const PoseMeta<T>& mi, T area_j, T mag_j) const {
+    if (!(thresh > T(0) && thresh < T(1))) return T(1) / T(0);
+    const T A = fp::div(fp::add(mi.area, area_j), T(2)) + T(2.220446049250313e-16);
+    const T R = fp::sqrt(T(2) * vars[K] * A * log_inv_thresh);
+    return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
+  }
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
-    if (!(thresh > T(0) && thresh < T(1))) return true;
     T gx, gy;
     joint_box_gap(mi, mj, gx, gy);
-    // every term exp(-e_n) <= exp(-g^2 / (2 vars_max A)) <= thresh once
-    // g^2 >= 2 vars_max A ln(1/thresh)
-    const T A = fp::div(fp::add(mi.area, mj.area), T(2)) + T(2.220446049250313e-16);
-    const T R = fp::sqrt(T(2) * vars[K] * A * log_inv_thresh);
-    const T Rs = R + reach_slack(mi, mj, R);
-    return !(gx > Rs || gy > Rs);
+    const T R = radius_to(mi, mj.area, mj.mag);
+    return !(gx > R || gy > R);
+  }
+  RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T area_max) const {
+    return radius_to(mi, area_max, mag_max);
   }
 };
 

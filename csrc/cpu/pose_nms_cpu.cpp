@@ -23,7 +23,8 @@ struct PreparedPoses {
   const T* xy = nullptr;       // [N, K, 2]
   std::vector<T> s;            // [N, K] effective joint scores
   std::vector<PoseMeta<T>> meta;
-  std::vector<T> rank;         // [N] ranking score
+  at::Tensor rank_t;           // [N] ranking score (kept alive for `rank`)
+  const T* rank = nullptr;
   const int64_t* img = nullptr;
 };
 
@@ -38,21 +39,18 @@ PreparedPoses<T> prepare_cpu(const char* op, const at::Tensor& poses, const at::
   pp.xy = poses.data_ptr<T>();
   const T* js = joint_scores.data_ptr<T>();
   const T* bx = boxes.data_ptr<T>();
-  const T* sc = scores.has_value() ? scores->data_ptr<T>() : nullptr;
+  pp.rank_t = scores.has_value() ? *scores : default_rank(joint_scores, method);
+  pp.rank = pp.rank_t.template data_ptr<T>();
   pp.img = image_index.has_value() ? image_index->data_ptr<int64_t>() : nullptr;
   const int64_t N = pp.N, K = pp.K;
   pp.s.resize(N * K);
   pp.meta.resize(N);
-  pp.rank.resize(N);
   const T ref_alpha = T(p[param::kRefAlpha]), box_frac = T(method == kPaper ? p[param::kBoxFrac] : 0.0);
   int32_t err = 0;
   for (int64_t i = 0; i < N; ++i) {
     err |= prepare_pose(pp.xy + i * K * 2, js + i * K, bx + i * 4, K, zero_fix, ref_alpha, box_frac,
-                        pp.s.data() + i * K, pp.meta[i], sc ? nullptr : &pp.rank[i]);
-    if (sc) {
-      pp.rank[i] = sc[i];
-      if (!fp::isfinite(sc[i])) err |= kBadScores;
-    }
+                        pp.s.data() + i * K, pp.meta[i]);
+    if (scores.has_value() && !fp::isfinite(pp.rank[i])) err |= kBadScores;
     if (pp.img && pp.img[i] < 0) err |= kBadImageIndex;
   }
   raise_input_errors(op, err);
@@ -127,32 +125,48 @@ std::tuple<at::Tensor, at::Tensor> pose_similarity_cpu(const at::Tensor& poses, 
 
 // Greedy suppression over one image: poses `order[0..n)` sorted by descending
 // ranking score. Writes the picks at pick[0..cnt) and each pose's slot (the
-// position of the pick whose group holds it); returns cnt. Evaluates only the pairs whose
-// reference is a pick, skipping those the far-pair test rules out.
+// position of the pick whose group holds it); returns cnt. Evaluates only the
+// pairs whose reference is a pick and, through a sweep over the joint boxes
+// sorted by their left edge, only those the far-pair test cannot rule out.
+// `removed` (indexed by pose) is zero on entry.
 template <typename T, typename Crit>
 int64_t greedy_segment(const PreparedPoses<T>& pp, const Crit& crit, bool alphapose_quirks, const int64_t* order,
-                       int64_t n, int64_t* pick, int64_t* slot_of) {
+                       int64_t n, int64_t* pick, int64_t* slot_of, uint8_t* removed) {
   const int64_t K = pp.K;
-  std::vector<int64_t> alive(order, order + n);
+  std::vector<int64_t> by_x(order, order + n);
+  std::sort(by_x.begin(), by_x.end(), [&](int64_t a, int64_t b) { return pp.meta[a].bx0 < pp.meta[b].bx0; });
+  std::vector<T> left(n);
+  T wmax = 0, mag_max = 0, area_max = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const PoseMeta<T>& m = pp.meta[by_x[t]];
+    left[t] = m.bx0;
+    wmax = fp::py_max(wmax, m.bx1 - m.bx0);
+    mag_max = fp::py_max(mag_max, m.mag);
+    area_max = fp::py_max(area_max, m.area);
+  }
   int64_t cnt = 0;
-  for (size_t head = 0; head < alive.size(); ++head) {
-    const int64_t i = alive[head];
+  for (int64_t a = 0; a < n; ++a) {
+    const int64_t i = order[a];
+    if (removed[i]) continue;
+    removed[i] = 1;
     const T* ki = pp.xy + i * K * 2;
     const T* si = &pp.s[i * K];
     const PoseMeta<T>& mi = pp.meta[i];
-    size_t w = head + 1;
+    // a pose within reach has its left edge in [bx0 - R - wmax, bx1 + R]
+    const T R = crit.max_radius(mi, mag_max, area_max);
+    const T lo_x = mi.bx0 - R - wmax, hi_x = mi.bx1 + R;
     int64_t members = 0;
-    for (size_t r = head + 1; r < alive.size(); ++r) {
-      const int64_t j = alive[r];
+    for (int64_t t = std::lower_bound(left.begin(), left.end(), lo_x) - left.begin(); t < n && !(left[t] > hi_x);
+         ++t) {
+      const int64_t j = by_x[t];
+      if (removed[j]) continue;
       const PoseMeta<T>& mj = pp.meta[j];
       if (crit.may_relate(mi, mj) && crit.decide(ki, si, pp.xy + j * K * 2, &pp.s[j * K], K, mi, mj)) {
+        removed[j] = 1;
         slot_of[j] = cnt;
         ++members;
-      } else {
-        alive[w++] = j;
       }
     }
-    alive.resize(w);
     // AlphaPose removes the pick only through its own criterion; a pick that
     // does not match itself stays, is picked again at once, and then (nothing
     // left to match) is removed alone: two picks of the same pose.
@@ -240,6 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
   const int64_t nseg = static_cast<int64_t>(seg.size()) - 1;
 
   std::vector<int64_t> order(by_img), lpick(N), lslot(N), count(nseg);
+  std::vector<uint8_t> removed(N, 0);
   at::Tensor vars = method == kOks ? oks_vars(*sigmas) : at::Tensor();
   with_criterion<T>(method, p, K, vars.defined() ? vars.data_ptr<T>() : nullptr, [&](const auto& crit) {
     at::parallel_for(0, nseg, 1, [&](int64_t lo, int64_t hi) {
@@ -247,7 +262,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
         const int64_t b = seg[g], e = seg[g + 1];
         std::stable_sort(order.begin() + b, order.begin() + e,
                          [&](int64_t x, int64_t y) { return pp.rank[x] > pp.rank[y]; });
-        count[g] = greedy_segment(pp, crit, quirks, order.data() + b, e - b, lpick.data() + b, lslot.data());
+        count[g] = greedy_segment(pp, crit, quirks, order.data() + b, e - b, lpick.data() + b, lslot.data(),
+                                  removed.data());
       }
     });
   });

@@ -41,16 +41,13 @@ template <typename T>
 __global__ void prep_kernel(int64_t N, int64_t K, const T* __restrict__ xy, const T* __restrict__ js,
                             const T* __restrict__ bx, const T* __restrict__ sc, const int64_t* __restrict__ img,
                             bool zero_fix, T ref_alpha, T box_frac, T* __restrict__ s_out,
-                            PoseMeta<T>* __restrict__ meta, T* __restrict__ rank, u64* __restrict__ status) {
+                            PoseMeta<T>* __restrict__ meta, u64* __restrict__ status) {
   for (int64_t i = global_thread(); i < N; i += thread_stride()) {
     PoseMeta<T> m;
     int32_t err = prepare_pose(xy + i * K * 2, js + i * K, bx + i * 4, K, zero_fix, ref_alpha, box_frac,
-                               s_out + i * K, m, sc ? nullptr : rank + i);
+                               s_out + i * K, m);
     meta[i] = m;
-    if (sc) {
-      rank[i] = sc[i];
-      if (!fp::isfinite(sc[i])) err |= kBadScores;
-    }
+    if (sc && !fp::isfinite(sc[i])) err |= kBadScores;
     if (img && img[i] < 0) err |= kBadImageIndex;
     if (err) atomicOr(status, static_cast<u64>(err));
   }
@@ -397,7 +394,7 @@ template <typename T>
 struct DevicePoses {
   int64_t N, K;
   at::Tensor xy, js, bx, sc, img;  // sc, img may be undefined
-  at::Tensor s_eff, meta, rank, status;
+  at::Tensor s_eff, meta, rank, status;  // rank: the given scores, else default_rank
 };
 
 template <typename T>
@@ -411,11 +408,11 @@ DevicePoses<T> prepare_device(const at::Tensor& poses, const at::Tensor& joint_s
   d.js = joint_scores.contiguous();
   d.bx = boxes.contiguous();
   if (scores.has_value()) d.sc = scores->contiguous();
+  d.rank = d.sc.defined() ? d.sc : default_rank(d.js, method);
   if (image_index.has_value()) d.img = image_index->contiguous();
   d.s_eff = at::empty({d.N, d.K}, poses.options());
   static_assert(sizeof(PoseMeta<T>) == 9 * sizeof(T), "PoseMeta layout");
   d.meta = at::empty({d.N, 9}, poses.options());
-  d.rank = at::empty({d.N}, poses.options());
   d.status = at::zeros({2}, poses.options().dtype(at::kLong));
   if (d.N == 0) return d;
   const T box_frac = T(method == kPaper ? p[param::kBoxFrac] : 0.0);
@@ -424,8 +421,7 @@ DevicePoses<T> prepare_device(const at::Tensor& poses, const at::Tensor& joint_s
       d.sc.defined() ? d.sc.template data_ptr<T>() : nullptr,
       d.img.defined() ? d.img.template data_ptr<int64_t>() : nullptr, method == kAlphaPose,
       T(p[param::kRefAlpha]), box_frac, d.s_eff.template data_ptr<T>(),
-      reinterpret_cast<PoseMeta<T>*>(d.meta.template data_ptr<T>()), d.rank.template data_ptr<T>(),
-      reinterpret_cast<u64*>(d.status.template data_ptr<int64_t>()));
+      reinterpret_cast<PoseMeta<T>*>(d.meta.template data_ptr<T>()), reinterpret_cast<u64*>(d.status.template data_ptr<int64_t>()));
   cuda::check_launch("prep_kernel");
   return d;
 }

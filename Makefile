@@ -1,0 +1,41 @@
+# The two commands of the README, each installing what it needs into .venv:
+#   make demo   pose NMS on the shipped real proposals (against AlphaPose), timings and COCO AP
+#   make test   the test suite, then a one-round smoke run of every benchmark
+# Also: make bench (the benchmarks, ratios into benchmarks/last_run.md), make cuda-check (nvcc on every .cu).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NATIVE := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h') setup.py
+
+.PHONY: install demo test bench cuda-check clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q numpy ninja pybind11 "setuptools>=77" wheel pytest hypothesis pytest-benchmark \
+		expecttest opencv-python-headless pycocotools tqdm
+	$(PY) -m pip install -q --no-deps alphapose==1.1
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(NATIVE)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.built
+
+demo: install
+	$(PY) examples/pose_nms_demo.py
+
+test: install
+	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q benchmarks --benchmark-disable
+
+bench: install
+	$(PY) -m pytest benchmarks
+
+cuda-check: $(VENV)/.deps
+	PATH=$(abspath $(VENV))/bin:$$PATH tools/compile_cuda.sh sm_90
+
+clean:
+	rm -rf build $(VENV) rmpe_ext/_C*.so rmpe_ext/_build_info.py *.egg-info

@@ -1,0 +1,79 @@
+"""Pose NMS: AlphaPose's pose_nms (the baseline) against rmpe_ext, same inputs, same run.
+
+Run: pytest benchmarks/test_bench_pose_nms.py   (ratios printed at the end and
+written to benchmarks/last_run.md; RMPE_BENCH_THREADS sets the CPU threads, default 1).
+"""
+import pytest
+import torch
+from conftest import HAS_CUDA, alphapose_args, composite_frame
+
+from rmpe_ext import alphapose, ops
+
+pPose_nms = pytest.importorskip("alphapose.utils.pPose_nms", reason="pip install --no-deps alphapose==1.1")
+
+SIZES = [5, 50, 90, 500]
+
+
+def _slow_rounds(n):
+    return {5: 50, 50: 20, 90: 10, 500: 5}[n]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_baseline_alphapose(benchmark, dev_images, n):
+    benchmark.group = f"pose_nms n={n}"
+    args = alphapose_args(*composite_frame(dev_images, n))
+    benchmark.pedantic(pPose_nms.pose_nms, args, rounds=_slow_rounds(n), iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_rmpe_dropin(benchmark, dev_images, n):
+    benchmark.group = f"pose_nms n={n}"
+    args = alphapose_args(*composite_frame(dev_images, n))
+    out = benchmark(alphapose.pose_nms, *args)
+    assert [int(i) for i in out[5]] == [int(i) for i in pPose_nms.pose_nms(*[a.clone() for a in args])[5]]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_rmpe_op(benchmark, dev_images, n):
+    benchmark.group = f"pose_nms n={n}"
+    poses, scores, boxes, _ = composite_frame(dev_images, n)
+    res = benchmark(ops.pose_nms, poses, scores, boxes)
+    assert 0 < len(res.keep) < n or n == 5
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("n", SIZES)
+def test_rmpe_op_cuda(benchmark, dev_images, n):
+    benchmark.group = f"pose_nms n={n}"
+    poses, scores, boxes, _ = (t.cuda() for t in composite_frame(dev_images, n))
+    ops.pose_nms(poses, scores, boxes)  # the op synchronizes (its output size is data-dependent)
+    benchmark(ops.pose_nms, poses, scores, boxes)
+
+
+def _batch(dev_images, frames=64, n=50):
+    parts = [composite_frame(dev_images, n, start=f) for f in range(frames)]
+    img = torch.repeat_interleave(torch.arange(frames), n)
+    return parts, [torch.cat([p[i] for p in parts]) for i in range(4)] + [img]
+
+
+def test_baseline_alphapose_batch64(benchmark, dev_images):
+    benchmark.group = "pose_nms 64 frames x 50"
+    parts, _ = _batch(dev_images)
+    args = [alphapose_args(*p) for p in parts]
+    benchmark.pedantic(lambda: [pPose_nms.pose_nms(*a) for a in args], rounds=3, iterations=1, warmup_rounds=1)
+
+
+def test_rmpe_op_batch64(benchmark, dev_images):
+    benchmark.group = "pose_nms 64 frames x 50"
+    _, (poses, scores, boxes, _, img) = _batch(dev_images)
+    res = benchmark(ops.pose_nms, poses, scores, boxes, None, img)
+    assert len(torch.unique(img[res.keep])) == 64
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_rmpe_op_batch64_cuda(benchmark, dev_images):
+    benchmark.group = "pose_nms 64 frames x 50"
+    _, (poses, scores, boxes, _, img) = _batch(dev_images)
+    poses, scores, boxes, img = poses.cuda(), scores.cuda(), boxes.cuda(), img.cuda()
+    ops.pose_nms(poses, scores, boxes, None, img)
+    benchmark(ops.pose_nms, poses, scores, boxes, None, img)
