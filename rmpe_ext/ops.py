@@ -51,8 +51,34 @@ _METHODS = {"alphapose": 0, "paper": 1, "oks": 2}
 _NUM_PARAMS = 11  # csrc/common/pose_nms_common.h, namespace param
 
 
-@dataclasses.dataclass(frozen=True)
-class AlphaPoseNMSParams:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _NMSParams:
+    """What every formulation shares: merging (radius ``min(alpha max(w, h), merge_cap)``
+    around the reference's joints) and the tests a pick must pass to be kept (its max
+    joint score and its merged max score reach ``score_thresh``, and ``2.25 *`` the
+    area of the merged pose's extent reaches ``area_thresh``). Off by default, but
+    for AlphaPose."""
+
+    alpha: float = 0.1
+    merge: bool = False
+    merge_cap: float = 15.0
+    score_thresh: float = -math.inf
+    area_thresh: float = -math.inf
+
+    method = ""
+
+    def _method_values(self) -> list:
+        raise NotImplementedError
+
+    def to_list(self) -> list:
+        """The ``params`` list of the ops (layout: csrc/common/pose_nms_common.h, namespace param)."""
+        values = self._method_values()
+        values += [0.0] * (6 - len(values))
+        return values + [self.alpha, float(self.merge), self.merge_cap, self.score_thresh, self.area_thresh]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlphaPoseNMSParams(_NMSParams):
     """AlphaPose's parametric pose NMS (DESIGN 2.2); defaults are AlphaPose's constants.
 
     Pose j is removed by the reference i when ``simi > gamma`` or
@@ -70,21 +96,18 @@ class AlphaPoseNMSParams:
     gamma: float = 22.48
     match_thresh: float = 5
     pck_cap: float = 7.0
-    alpha: float = 0.1
     merge: bool = True
-    merge_cap: float = 15.0
     score_thresh: float = 0.3
     area_thresh: float = 0.0
 
     method = "alphapose"
 
-    def to_list(self) -> list:
-        return [self.delta1, self.mu, self.delta2, self.gamma, float(self.match_thresh), self.pck_cap,
-                self.alpha, float(self.merge), self.merge_cap, self.score_thresh, self.area_thresh]
+    def _method_values(self) -> list:
+        return [self.delta1, self.mu, self.delta2, self.gamma, float(self.match_thresh), self.pck_cap]
 
 
-@dataclasses.dataclass(frozen=True)
-class PaperNMSParams:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PaperNMSParams(_NMSParams):
     """The paper's parametric pose NMS (Eqs. 7-10, DESIGN 2.1).
 
     ``d(P_i, P_j) = KSim(sigma1) + lam * HSim(sigma2)``; pose j is removed by the
@@ -92,8 +115,7 @@ class PaperNMSParams:
     box centred on ``k_i^n`` whose sides are ``box_frac`` times those of ``B_i``;
     ``HSim = sum_n exp(-||k_i^n - k_j^n||^2 / sigma2)`` (pixels squared).
     The paper learns {sigma1, sigma2, lam, eta} from data and does not print
-    them; these defaults are a starting point, not the paper's values. Merging
-    (AlphaPose's rule, radius ``min(alpha max(w, h), merge_cap)``) is off by default.
+    them; these defaults are a starting point, not the paper's values.
     """
 
     sigma1: float = 1.0
@@ -101,21 +123,15 @@ class PaperNMSParams:
     lam: float = 1.0
     eta: float = 12.0
     box_frac: float = 0.1
-    alpha: float = 0.1
-    merge: bool = False
-    merge_cap: float = 15.0
-    score_thresh: float = -math.inf
-    area_thresh: float = -math.inf
 
     method = "paper"
 
-    def to_list(self) -> list:
-        return [self.sigma1, self.sigma2, self.lam, self.eta, self.box_frac, 0.0,
-                self.alpha, float(self.merge), self.merge_cap, self.score_thresh, self.area_thresh]
+    def _method_values(self) -> list:
+        return [self.sigma1, self.sigma2, self.lam, self.eta, self.box_frac]
 
 
-@dataclasses.dataclass(frozen=True)
-class OKSNMSParams:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OKSNMSParams(_NMSParams):
     """OKS-NMS (mmpose/HRNet): pose j is removed by the reference i when OKS > thresh.
 
     ``OKS = mean_n exp(-d_n^2 / (2 sigma_n)^2 / ((a_i + a_j)/2 + eps) / 2)`` with
@@ -126,18 +142,11 @@ class OKSNMSParams:
     thresh: float = 0.9
     vis_thresh: Optional[float] = None
     sigmas: Optional[Tuple[float, ...]] = None
-    alpha: float = 0.1
-    merge: bool = False
-    merge_cap: float = 15.0
-    score_thresh: float = -math.inf
-    area_thresh: float = -math.inf
 
     method = "oks"
 
-    def to_list(self) -> list:
-        vis = math.nan if self.vis_thresh is None else self.vis_thresh
-        return [self.thresh, vis, 0.0, 0.0, 0.0, 0.0,
-                self.alpha, float(self.merge), self.merge_cap, self.score_thresh, self.area_thresh]
+    def _method_values(self) -> list:
+        return [self.thresh, math.nan if self.vis_thresh is None else self.vis_thresh]
 
 
 Params = Union[AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams]

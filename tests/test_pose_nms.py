@@ -183,6 +183,17 @@ def test_cuda_matches_cpu_on_a_large_batch(method):
     torch.testing.assert_close(cpu.scores, gpu.scores.cpu(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA device")
+@pytest.mark.parametrize("images,persons,per_person", [(300, 6, 5), (1, 150, 20)])
+def test_cuda_matches_cpu_beyond_one_mask_width(images, persons, per_person):
+    # 9000 poses in 300 images (mask width from a host-side maximum), or one
+    # image of 3000 poses (47 words a row: several per lane in the scan)
+    poses, scores, boxes, img = batch(12, images=images, persons=persons, per_person=per_person)
+    cpu = ops.pose_nms(poses, scores, boxes, None, img)
+    gpu = ops.pose_nms(poses.cuda(), scores.cuda(), boxes.cuda(), None, img.cuda())
+    assert torch.equal(cpu.keep, gpu.keep.cpu()) and torch.equal(cpu.group, gpu.group.cpu())
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 40),

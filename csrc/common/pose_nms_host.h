@@ -95,6 +95,22 @@ inline void check_sigmas(const char* op, const c10::optional<at::Tensor>& sigmas
               poses.device());
 }
 
+// Every check of an op's arguments that needs no pass over the data (the
+// values are checked by the kernels: see raise_input_errors); returns the params.
+inline Params check_args(const char* op, const at::Tensor& poses, const at::Tensor& joint_scores,
+                         const at::Tensor& boxes, const c10::optional<at::Tensor>& scores,
+                         const c10::optional<at::Tensor>& image_index, int64_t method, at::ArrayRef<double> params,
+                         const c10::optional<at::Tensor>& sigmas) {
+  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
+  const Params p = read_params(op, method, params);
+  check_sigmas(op, sigmas, poses, method);
+  return p;
+}
+
+inline void check_max_dets(const char* op, int64_t max_dets) {
+  TORCH_CHECK(max_dets >= -1, op, ": max_dets must be >= 0, or -1 for no limit, got ", max_dets);
+}
+
 inline void raise_input_errors(const char* op, int32_t err) {
   if (!err) return;
   std::string msg;

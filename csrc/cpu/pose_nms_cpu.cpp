@@ -112,9 +112,7 @@ std::tuple<at::Tensor, at::Tensor> pose_similarity_cpu(const at::Tensor& poses, 
                                                        at::ArrayRef<double> params,
                                                        const c10::optional<at::Tensor>& sigmas) {
   const char* op = "rmpe_ext::pose_similarity";
-  check_pose_inputs(op, poses, joint_scores, boxes, c10::nullopt, c10::nullopt);
-  const Params p = read_params(op, method, params);
-  check_sigmas(op, sigmas, poses, method);
+  const Params p = check_args(op, poses, joint_scores, boxes, c10::nullopt, c10::nullopt, method, params, sigmas);
   const auto P = poses.contiguous(), S = joint_scores.contiguous(), B = boxes.contiguous();
   const auto sig = sigmas.has_value() ? c10::optional<at::Tensor>(sigmas->contiguous()) : c10::nullopt;
   std::tuple<at::Tensor, at::Tensor> out;
@@ -313,9 +311,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_cpu(
     const c10::optional<at::Tensor>& scores, const c10::optional<at::Tensor>& image_index, int64_t method,
     at::ArrayRef<double> params, const c10::optional<at::Tensor>& sigmas) {
   const char* op = "rmpe_ext::pose_nms";
-  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
-  const Params p = read_params(op, method, params);
-  check_sigmas(op, sigmas, poses, method);
+  const Params p = check_args(op, poses, joint_scores, boxes, scores, image_index, method, params, sigmas);
   auto contig = [](const c10::optional<at::Tensor>& t) {
     return t.has_value() ? c10::optional<at::Tensor>(t->contiguous()) : c10::nullopt;
   };
@@ -388,10 +384,8 @@ std::tuple<at::Tensor, at::Tensor> soft_oks_nms_cpu(const at::Tensor& poses, con
                                                     at::ArrayRef<double> params, const at::Tensor& sigmas,
                                                     int64_t max_dets, bool linear) {
   const char* op = "rmpe_ext::soft_oks_nms";
-  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
-  const Params p = read_params(op, kOks, params);
-  check_sigmas(op, sigmas, poses, kOks);
-  TORCH_CHECK(max_dets >= -1, op, ": max_dets must be >= 0, or -1 for no limit, got ", max_dets);
+  const Params p = check_args(op, poses, joint_scores, boxes, scores, image_index, kOks, params, sigmas);
+  check_max_dets(op, max_dets);
   std::tuple<at::Tensor, at::Tensor> out;
   const auto img = image_index.has_value() ? c10::optional<at::Tensor>(image_index->contiguous()) : c10::nullopt;
   AT_DISPATCH_FLOATING_TYPES(poses.scalar_type(), "soft_oks_nms_cpu", [&] {

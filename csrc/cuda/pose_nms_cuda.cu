@@ -465,9 +465,7 @@ std::tuple<at::Tensor, at::Tensor> pose_similarity_cuda(const at::Tensor& poses,
                                                         at::ArrayRef<double> params,
                                                         const c10::optional<at::Tensor>& sigmas) {
   const char* op = "rmpe_ext::pose_similarity";
-  check_pose_inputs(op, poses, joint_scores, boxes, c10::nullopt, c10::nullopt);
-  const Params p = read_params(op, method, params);
-  check_sigmas(op, sigmas, poses, method);
+  const Params p = check_args(op, poses, joint_scores, boxes, c10::nullopt, c10::nullopt, method, params, sigmas);
   cuda::DeviceGuard guard(poses.device());
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(poses.scalar_type(), "pose_similarity_cuda",
@@ -572,9 +570,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_cuda(
     const c10::optional<at::Tensor>& scores, const c10::optional<at::Tensor>& image_index, int64_t method,
     at::ArrayRef<double> params, const c10::optional<at::Tensor>& sigmas) {
   const char* op = "rmpe_ext::pose_nms";
-  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
-  const Params p = read_params(op, method, params);
-  check_sigmas(op, sigmas, poses, method);
+  const Params p = check_args(op, poses, joint_scores, boxes, scores, image_index, method, params, sigmas);
   cuda::DeviceGuard guard(poses.device());
   std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(poses.scalar_type(), "pose_nms_cuda", [&] {
@@ -636,10 +632,8 @@ std::tuple<at::Tensor, at::Tensor> soft_oks_nms_cuda(const at::Tensor& poses, co
                                                      at::ArrayRef<double> params, const at::Tensor& sigmas,
                                                      int64_t max_dets, bool linear) {
   const char* op = "rmpe_ext::soft_oks_nms";
-  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
-  const Params p = read_params(op, kOks, params);
-  check_sigmas(op, sigmas, poses, kOks);
-  TORCH_CHECK(max_dets >= -1, op, ": max_dets must be >= 0, or -1 for no limit, got ", max_dets);
+  const Params p = check_args(op, poses, joint_scores, boxes, scores, image_index, kOks, params, sigmas);
+  check_max_dets(op, max_dets);
   cuda::DeviceGuard guard(poses.device());
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(poses.scalar_type(), "soft_oks_nms_cuda", [&] {
