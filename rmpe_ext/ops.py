@@ -18,6 +18,7 @@ Conventions (all ops):
 * NaN/inf anywhere, boxes with ``x2 < x1``, negative image indices, K = 0 or
   mismatched shapes raise ``RuntimeError`` naming the argument. N = 0 gives
   empty results.
+* Outputs carry no gradient (NMS decisions are discrete).
 
 The per-pair formulas (DESIGN.md section 2) are written once in C++
 (``csrc/common/pose_nms_common.h``) and compiled for both backends.
@@ -298,3 +299,24 @@ def _soft_oks_nms_fake(poses, joint_scores, boxes, scores, image_index, params, 
     _check_fake(poses, joint_scores, boxes)
     m = torch.library.get_ctx().new_dynamic_size()
     return poses.new_empty((m,), dtype=torch.int64), poses.new_empty((m,))
+
+
+# ---------------------------------------------------------------------------
+# Autograd: NMS decisions are discrete; the outputs of these ops carry no
+# gradient (they do not require grad even when the inputs do), so a backward
+# through them fails loudly instead of silently giving nothing.
+
+
+def _non_differentiable(name: str, n_inputs: int) -> None:
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(*output)
+
+    def backward(ctx, *grads):
+        return (None,) * n_inputs
+
+    torch.library.register_autograd(f"rmpe_ext::{name}", backward, setup_context=setup_context)
+
+
+_non_differentiable("pose_similarity", 6)
+_non_differentiable("pose_nms", 8)
+_non_differentiable("soft_oks_nms", 9)

@@ -62,3 +62,16 @@ def test_loader_refuses_a_binary_for_another_torch(monkeypatch):
         _loader.load_extension()
     with pytest.raises(ImportError, match="pip install --no-build-isolation"):
         _loader.load_extension()
+
+
+def test_outputs_carry_no_gradient():
+    poses, scores, boxes, img = _sample()
+    poses.requires_grad_()
+    res = ops.pose_nms(poses, scores, boxes, None, img)
+    sim, _ = ops.pose_similarity(poses, scores, boxes)
+    _, rescored = ops.soft_oks_nms(poses, scores, boxes, scores.mean(1), img)
+    assert not (res.poses.requires_grad or sim.requires_grad or rescored.requires_grad)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        res.poses.sum().backward()
+    torch.library.opcheck(torch.ops.rmpe_ext.pose_nms.default,
+                          (poses, scores, boxes, None, img, 0, ops.AlphaPoseNMSParams().to_list(), None))
