@@ -49,6 +49,26 @@ TORCH_LIBRARY(rmpe_ext, m) {
       "pose_nms(Tensor poses, Tensor joint_scores, Tensor boxes, Tensor? scores, Tensor? image_index, "
       "int method, float[] params, Tensor? sigmas) -> (Tensor, Tensor, Tensor, Tensor)");
 
+  // Fused affine sampler (the STN): input [B, C, H, W], theta_px [N, 2, 3]
+  // (output pixel -> input pixel), optional batch_index [N] -> [N, C, h, w].
+  // padding_mode 0 zeros, 1 border, 2 constant (value).
+  m.def(
+      "affine_sample(Tensor input, Tensor theta, int[2] size, Tensor? batch_index, int padding_mode, float value) "
+      "-> Tensor");
+  // Its backward: (grad_input [B, C, H, W] or [0], grad_theta [N, 2, 3] or [0]).
+  m.def(
+      "_affine_sample_backward(Tensor grad_out, Tensor input, Tensor theta, Tensor? batch_index, "
+      "int padding_mode, float value, bool input_grad, bool theta_grad, bool deterministic) -> (Tensor, Tensor)");
+  // Inference crops: uint8 frames [B, H, W, C] -> normalized [N, C, h, w] in `dtype`.
+  m.def(
+      "affine_crop(Tensor frames, Tensor theta, int[2] size, Tensor? batch_index, float[] mean, float[] std, "
+      "bool reverse_channels, float value, int interpolation, ScalarType dtype) -> Tensor");
+  // SDTN: gamma = theta^-1 (NaN where singular) and its backward.
+  m.def("affine_inverse(Tensor theta) -> Tensor");
+  m.def("_affine_inverse_backward(Tensor grad_gamma, Tensor theta, Tensor gamma) -> Tensor");
+  // Heatmaps [N, K, h, w] + heatmap->image maps [N, 2, 3] -> (coords [N, K, 2], scores [N, K]).
+  m.def("heatmap_decode(Tensor heatmaps, Tensor hm_to_img, bool quarter) -> (Tensor, Tensor)");
+
   // Soft-OKS-NMS, batched over images: (keep [M] int64, rescored scores [M]).
   m.def(
       "soft_oks_nms(Tensor poses, Tensor joint_scores, Tensor boxes, Tensor scores, Tensor? image_index, "

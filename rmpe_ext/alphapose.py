@@ -7,12 +7,21 @@ Swap one import line::
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-from .ops import AlphaPoseNMSParams
+import numpy as np
 
-__all__ = ["pose_nms"]
+from .ops.affine import affine_crop, heatmap_decode
+from .ops.pose_nms import AlphaPoseNMSParams
+from .presets import alphapose_crop_theta, crop_box_heatmap_theta
+
+__all__ = ["pose_nms", "crop_persons", "heatmap_to_coord_simple", "heatmaps_to_coords", "ALPHAPOSE_MEAN"]
+
+# per-channel means AlphaPose subtracts from its RGB crops (after /255)
+ALPHAPOSE_MEAN = (0.406, 0.457, 0.480)
 
 _PARAMS = AlphaPoseNMSParams().to_list()
 
@@ -82,3 +91,66 @@ def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: 
     res_pose_scores = list(merged_scores.unsqueeze(-1).unbind(0))
     res_pick_ids = list(keep.cpu().numpy())
     return res_bboxes, res_bbox_scores, res_bbox_ids, res_pose_preds, res_pose_scores, res_pick_ids
+
+
+def _opencv_interpolation(opencv_major: Optional[int]) -> str:
+    if opencv_major is None:
+        import cv2
+
+        opencv_major = int(cv2.__version__.split(".")[0])
+    return "opencv4" if opencv_major < 5 else "bilinear-u8"
+
+
+def crop_persons(frame, boxes_xyxy, input_size=(256, 192), bgr: bool = False, opencv: Optional[int] = None):
+    """AlphaPose's ``SimpleTransform.test_transform`` for every box at once.
+
+    ``frame``: uint8 ``[H, W, 3]`` (numpy or tensor, CPU or CUDA), RGB as AlphaPose's
+    loaders hand it over (``bgr=True`` for a frame straight from ``cv2.imread``);
+    ``boxes_xyxy``: ``[N, 4]``. Returns ``(inps [N, 3, h, w] float32, crop_boxes [N, 4]
+    float32)`` on the frame's device: the box fixed to the input's aspect ratio and
+    enlarged 1.25 times, mapped with AlphaPose's own matrix, sampled as
+    ``cv2.warpAffine(INTER_LINEAR)`` samples (zeros outside, rounded to uint8),
+    ``/ 255``, minus ``ALPHAPOSE_MEAN``.
+
+    ``opencv``: the OpenCV major version whose warpAffine to reproduce (default:
+    the installed one). With OpenCV 4 the crops are AlphaPose's bit for bit (its
+    fixed-point interpolation is reproduced); with OpenCV 5, which rounds an
+    exact bilinear sample, about 1e-5 of the values differ by one uint8 step. One
+    more difference: AlphaPose skips the ``/ 255`` for a crop whose brightest value
+    is exactly 1; this does not.
+    """
+    frame = torch.as_tensor(frame)
+    if frame.dim() != 3 or frame.shape[2] != 3 or frame.dtype != torch.uint8:
+        raise ValueError(f"frame must be a uint8 [H, W, 3] image, got {frame.dtype} {tuple(frame.shape)}")
+    theta, crop_boxes = alphapose_crop_theta(boxes_xyxy, input_size)
+    inps = affine_crop(frame, theta.to(frame.device), input_size,
+                       torch.zeros(len(theta), dtype=torch.long, device=frame.device), mean=ALPHAPOSE_MEAN,
+                       reverse_channels=bgr, interpolation=_opencv_interpolation(opencv), check=False)
+    return inps, crop_boxes.to(frame.device)
+
+
+def heatmaps_to_coords(hms: Tensor, crop_boxes: Tensor):
+    """Batched ``heatmap_to_coord_simple``: ``hms [N, K, h, w]`` and the crop boxes
+    ``[N, 4]`` that ``crop_persons`` returned -> ``(coords [N, K, 2] image pixels,
+    scores [N, K, 1])``: argmax, AlphaPose's quarter-pixel step, back-projection by
+    the box centre and width."""
+    if hms.dim() != 4:
+        raise ValueError(f"hms must have shape [N, K, h, w], got {tuple(hms.shape)}")
+    m = crop_box_heatmap_theta(crop_boxes, hms.shape[2:]).to(hms.device)
+    if m.shape[0] != hms.shape[0]:
+        raise ValueError(f"crop_boxes must have one box per heatmap set ({hms.shape[0]}), got {m.shape[0]}")
+    coords, scores = heatmap_decode(hms, m, "quarter")
+    return coords, scores.unsqueeze(-1)
+
+
+def heatmap_to_coord_simple(hms, bbox, hms_flip=None, **kwargs):
+    """AlphaPose's ``heatmap_to_coord_simple`` (one person): ``hms [K, h, w]`` (tensor or
+    array), ``bbox`` (xmin, ymin, xmax, ymax) -> ``(preds [K, 2] float32, maxvals [K, 1])``
+    numpy arrays, as AlphaPose returns them."""
+    if hms_flip is not None:
+        hms = (hms + hms_flip) / 2
+    t = torch.as_tensor(hms)
+    if t.dim() != 3:
+        raise ValueError(f"hms must have shape [K, h, w], got {tuple(t.shape)}")
+    coords, scores = heatmaps_to_coords(t.unsqueeze(0), torch.as_tensor([list(map(float, bbox))]))
+    return coords[0].cpu().numpy().astype(np.float32), scores[0].cpu().numpy()

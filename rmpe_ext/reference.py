@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from .ops import COCO_SIGMAS, AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
+from .ops.pose_nms import COCO_SIGMAS, AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
 
 __all__ = ["pose_similarity", "pose_nms", "soft_oks_nms"]
 

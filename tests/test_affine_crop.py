@@ -1,0 +1,170 @@
+"""uint8 crop fast path: OpenCV 4 fixed point (bit-exact), OpenCV 5 style rounding, exact
+bilinear; the AlphaPose crop preset against AlphaPose's own transform on real images."""
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES
+
+from rmpe_ext import ops
+from rmpe_ext.alphapose import ALPHAPOSE_MEAN, crop_persons
+from rmpe_ext.presets import alphapose_crop_boxes, cv2_inverse_map, paper_crop_theta
+
+cv2 = pytest.importorskip("cv2")
+FIXTURE = pathlib.Path(__file__).parent / "data" / "opencv4_warpaffine.npz"
+
+
+def crop_u8(frame, M, size, interpolation, device="cpu"):
+    """affine_crop of one HWC uint8 frame with warpAffine's matrix M, back in uint8 HWC."""
+    theta = torch.from_numpy(cv2_inverse_map(M)).to(device)
+    out = ops.affine_crop(torch.from_numpy(frame).to(device), theta, size, torch.zeros(1, dtype=torch.long,
+                                                                                         device=device),
+                          interpolation=interpolation)
+    return (out[0].permute(1, 2, 0).cpu() * 255).round().to(torch.uint8).numpy()
+
+
+def test_opencv4_fixed_point_is_bit_exact(device):
+    z = np.load(FIXTURE)
+    images = [z["noise"], z["smooth"]]
+    for M, out, which in zip(z["mats"], z["outs"], z["which"]):
+        ours = crop_u8(images[which], M, out.shape[:2], "opencv4", device.type)
+        np.testing.assert_array_equal(ours, out)
+
+
+def test_rounded_bilinear_matches_installed_opencv5():
+    if int(cv2.__version__.split(".")[0]) < 5:
+        pytest.skip("OpenCV >= 5 rounds an exact bilinear sample; this OpenCV is " + cv2.__version__)
+    z = np.load(FIXTURE)
+    images, differ, total = [z["noise"], z["smooth"]], 0, 0
+    for M, out, which in zip(z["mats"], z["outs"], z["which"]):
+        ref = cv2.warpAffine(images[which], M, out.shape[1::-1], flags=cv2.INTER_LINEAR).astype(int)
+        ours = crop_u8(images[which], M, out.shape[:2], "bilinear-u8").astype(int)
+        assert np.abs(ours - ref).max() <= 1
+        differ += (ours != ref).sum()
+        total += ref.size
+    assert differ <= 1e-3 * total
+
+
+def test_bilinear_equals_the_float_sampler(device):
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 30, 40, 3), generator=g, dtype=torch.uint8)
+    theta = torch.tensor([[[0.9, 0.2, -3.0], [-0.1, 1.1, 5.0]], [[2.0, 0.0, 20.0], [0.0, 2.0, -10.0]],
+                          [[0.5, 0.0, 35.0], [0.0, 0.5, 25.0]]], dtype=torch.float64)
+    bidx = torch.tensor([1, 0, 1])
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    out = ops.affine_crop(frames.to(device), theta.to(device), (12, 9), bidx.to(device), mean, std,
+                          reverse_channels=True, value=17.0)
+    planar = frames.permute(0, 3, 1, 2).flip(1).float()  # RGB <-> BGR
+    ref = ops.affine_sample_px(planar, theta.float(), (12, 9), bidx, "constant", 17.0)
+    ref = (ref / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_outputs(dtype):
+    frame = torch.randint(0, 256, (20, 20, 3), dtype=torch.uint8)
+    theta = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]]])
+    full = ops.affine_crop(frame, theta, (8, 8), mean=ALPHAPOSE_MEAN)
+    half = ops.affine_crop(frame, theta, (8, 8), mean=ALPHAPOSE_MEAN, dtype=dtype)
+    assert half.dtype == dtype
+    torch.testing.assert_close(half.float(), full, rtol=0, atol=1e-2)
+
+
+def test_crop_bad_input():
+    frame = torch.randint(0, 256, (20, 20, 3), dtype=torch.uint8)
+    theta = torch.tensor([[[1.0, 0.0, 2.0], [0.0, math.nan, 3.0]]])
+    assert torch.isnan(ops.affine_crop(frame, theta, (4, 4))).all()
+    with pytest.raises(RuntimeError, match="frames must be uint8"):
+        ops.affine_crop(frame.float(), theta, (4, 4))
+    with pytest.raises(RuntimeError, match="mean and std must have one value per channel"):
+        ops.affine_crop(frame, theta, (4, 4), mean=(0.0, 0.0))
+    with pytest.raises(RuntimeError, match="std must be positive"):
+        ops.affine_crop(frame, theta, (4, 4), std=(1.0, 0.0, 1.0))
+    with pytest.raises(IndexError, match="batch_index must lie in"):
+        ops.affine_crop(frame, theta, (4, 4), torch.tensor([1]))
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        ops.affine_crop(frame, theta, (4, 4), interpolation="cubic")
+    with pytest.raises(RuntimeError, match="dtype must be float32, float16 or bfloat16"):
+        ops.affine_crop(frame, theta, (4, 4), dtype=torch.float64)
+
+
+def _alphapose_test_transform(src, bbox, input_size=(256, 192)):
+    """AlphaPose's SimpleTransform.test_transform rebuilt from its parts (the class
+    itself imports a compiled CUDA op)."""
+    from alphapose.utils.bbox import _box_to_center_scale, _center_scale_to_box
+    from alphapose.utils.transforms import get_affine_transform, im_to_torch
+
+    xmin, ymin, xmax, ymax = bbox
+    center, scale = _box_to_center_scale(xmin, ymin, xmax - xmin, ymax - ymin, input_size[1] / input_size[0])
+    inp_h, inp_w = input_size
+    trans = get_affine_transform(center, scale * 1.0, 0, [inp_w, inp_h])
+    img = cv2.warpAffine(src, trans, (int(inp_w), int(inp_h)), flags=cv2.INTER_LINEAR)
+    img = im_to_torch(img)
+    img[0].add_(-0.406)
+    img[1].add_(-0.457)
+    img[2].add_(-0.480)
+    return img, _center_scale_to_box(center, scale)
+
+
+def _real_frames(shared_data):
+    folder = shared_data / "mmpose_tests" / "coco"
+    dets = json.loads((folder / "test_coco_det_AP_H_56.json").read_text())
+    for image_id in sorted({d["image_id"] for d in dets}):
+        bgr = cv2.imread(str(folder / f"{image_id:012d}.jpg"))
+        boxes = torch.tensor([[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]]
+                              for d in dets if d["image_id"] == image_id], dtype=torch.float32)
+        yield bgr, boxes
+
+
+def test_crop_persons_matches_alphapose_on_real_images(shared_data, device):
+    pytest.importorskip("alphapose")
+    differ = total = 0
+    for bgr, boxes in _real_frames(shared_data):
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        inps, crop_boxes = crop_persons(torch.from_numpy(bgr).to(device), boxes, bgr=True)
+        assert inps.shape == (len(boxes), 3, 256, 192) and inps.device.type == device.type
+        for k in range(len(boxes)):
+            ref, ref_box = _alphapose_test_transform(rgb, boxes[k])
+            d = (inps[k].cpu() - ref).abs()
+            assert d.max() <= 1.0001 / 255
+            differ += int((d > 0).sum())
+            total += d.numel()
+            assert crop_boxes[k].tolist() == [float(v) for v in ref_box]
+    # OpenCV 4: bit for bit; OpenCV 5: its float32 rounding flips ~3e-5 of the values
+    limit = 0 if int(cv2.__version__.split(".")[0]) < 5 else 1e-4 * total
+    assert differ <= limit, (differ, total)
+
+
+def test_crop_boxes_and_paper_preset():
+    boxes = torch.tensor([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 300.0, 100.0]])
+    center, scale, crop = alphapose_crop_boxes(boxes, (256, 192))
+    # tall box: width extended to 0.75 * height, both x1.25; wide box: height extended
+    torch.testing.assert_close(scale, torch.tensor([[187.5, 250.0], [375.0, 500.0]]))
+    torch.testing.assert_close(center, torch.tensor([[60.0, 120.0], [150.0, 50.0]]))
+    theta = paper_crop_theta(boxes, (320, 256))
+    # the box extended by 30% in width and height is stretched over the crop: crop
+    # coordinates (0, 0) and (w, h) (AlphaPose's convention: the centre at (w/2, h/2))
+    # land on its corners
+    corners = torch.tensor([[0.0, 0.0, 1.0], [256.0, 320.0, 1.0]])
+    mapped = torch.einsum("nij,kj->nki", theta, corners)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    lo = torch.stack([boxes[:, 0] - 0.15 * w, boxes[:, 1] - 0.15 * h], 1)
+    hi = torch.stack([boxes[:, 2] + 0.15 * w, boxes[:, 3] + 0.15 * h], 1)
+    torch.testing.assert_close(mapped, torch.stack([lo, hi], 1))
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA device")
+@pytest.mark.parametrize("interpolation", ["bilinear", "bilinear-u8", "opencv4"])
+def test_cuda_crop_matches_cpu(interpolation):
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (2, 60, 80, 3), generator=g, dtype=torch.uint8)
+    theta = torch.tensor([[[0.9, 0.2, -3.0], [-0.1, 1.1, 5.0]], [[2.0, 0.0, 20.0], [0.0, 2.0, -10.0]]],
+                         dtype=torch.float64)
+    bidx = torch.tensor([1, 0])
+    cpu = ops.affine_crop(frames, theta, (32, 24), bidx, ALPHAPOSE_MEAN, interpolation=interpolation)
+    gpu = ops.affine_crop(frames.cuda(), theta.cuda(), (32, 24), bidx.cuda(), ALPHAPOSE_MEAN,
+                          interpolation=interpolation)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6 if interpolation != "bilinear" else 1e-4)

@@ -1,0 +1,131 @@
+"""Batched heatmap decode against AlphaPose's heatmap_to_coord_simple (real BlazePose
+heatmaps), DARK and soft-argmax on synthetic Gaussians with known sub-pixel centres."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEVICES
+
+from rmpe_ext import ops
+from rmpe_ext.alphapose import heatmap_to_coord_simple, heatmaps_to_coords
+from rmpe_ext.presets import crop_box_heatmap_theta
+
+transforms = pytest.importorskip("alphapose.utils.transforms", reason="pip install --no-deps alphapose==1.1")
+
+
+def gaussians(centres, size=(64, 48), sigma=2.0):
+    """Heatmaps [N, K, h, w] of Gaussian blobs at sub-pixel centres [N, K, 2] (x, y)."""
+    h, w = size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
+    return torch.exp(-d2 / (2 * sigma * sigma))
+
+
+def real_heatmaps(shared_data):
+    z = np.load(shared_data / "generated" / "blazepose_full_heatmaps_sample.npz")
+    names = sorted(k for k in z.files if not k.endswith("_affine"))
+    hms = torch.from_numpy(np.stack([z[n] for n in names])).float().permute(0, 3, 1, 2).contiguous()  # [N, 39, 64, 64]
+    boxes = []
+    for n in names:  # the image square each 256x256 crop covers
+        A = z[n + "_affine"].astype(np.float64)
+        s = 256 / A[0, 0]
+        cx, cy = (128 - A[0, 2]) / A[0, 0], (128 - A[1, 2]) / A[1, 1]
+        boxes.append([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2])
+    return hms, torch.tensor(boxes)
+
+
+def test_matches_alphapose_on_real_heatmaps(shared_data, device):
+    hms, boxes = real_heatmaps(shared_data)
+    assert (hms.flatten(2).amax(2) <= 0).any()  # raw logits: some joints take the max <= 0 path
+    coords, scores = heatmaps_to_coords(hms.to(device), boxes.to(device))
+    for n in range(len(hms)):
+        ref, ref_scores = transforms.heatmap_to_coord_simple(hms[n].numpy(), boxes[n].tolist())
+        np.testing.assert_allclose(coords[n].cpu().numpy(), ref, rtol=0, atol=2e-3)
+        np.testing.assert_array_equal(scores[n].cpu().numpy(), ref_scores)
+        mine, mine_scores = heatmap_to_coord_simple(hms[n].numpy(), boxes[n].tolist())
+        assert mine.dtype == ref.dtype == np.float32 and mine.shape == ref.shape
+        np.testing.assert_allclose(mine, ref, rtol=0, atol=2e-3)
+        np.testing.assert_array_equal(mine_scores, ref_scores)
+
+
+def test_quarter_step_rules_match_alphapose():
+    # maxima on the border rows/columns get no step; a flat neighbourhood no step
+    h, w = 10, 8
+    hms = torch.zeros(6, h, w)
+    spots = [(0, 5), (1, 5), (2, 5), (6, 7), (3, 1), (4, 4)]
+    for k, (x, y) in enumerate(spots):
+        hms[k, y, x] = 1.0
+        if 0 < x < w - 1:
+            hms[k, y, x + 1] = 0.5
+        if 0 < y < h - 1:
+            hms[k, y - 1, x] = 0.25
+    hms[5] = -1.0  # max <= 0: heatmap pixel (0, 0)
+    box = [10.0, 20.0, 90.0, 120.0]
+    ref, ref_scores = transforms.heatmap_to_coord_simple(hms.numpy(), box)
+    mine, scores = heatmap_to_coord_simple(hms, box)
+    np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(scores, ref_scores)
+
+
+def test_nan_heatmap_gives_nan_score():
+    hms = torch.rand(1, 2, 8, 8)
+    hms[0, 1, 3, 4] = math.nan
+    coords, scores = ops.heatmap_decode(hms, torch.eye(2, 3).unsqueeze(0))
+    assert math.isnan(scores[0, 1]) and coords[0, 1].tolist() == [0.0, 0.0] and not math.isnan(scores[0, 0])
+
+
+@pytest.mark.parametrize("refine", ["none", "quarter", "dark"])
+def test_sub_pixel_accuracy_on_gaussians(refine):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(32, 17, 2, generator=g, dtype=torch.float64) * torch.tensor([40.0, 56.0]) + 4
+    hms = gaussians(centres).float()
+    theta = torch.tensor([[[4.0, 0.0, 10.0], [0.0, 4.0, 20.0]]]).repeat(32, 1, 1)  # heatmap -> image, stride 4
+    coords, scores = ops.heatmap_decode(hms, theta, refine)
+    truth = centres.float() * 4 + torch.tensor([10.0, 20.0])
+    err = (coords - truth).norm(dim=-1).mean().item()
+    # measured mean errors (image pixels, stride 4): argmax 1.54, quarter 0.77, DARK 0.02
+    assert err < {"none": 1.8, "quarter": 1.0, "dark": 0.05}[refine], err
+    torch.testing.assert_close(scores, hms.flatten(2).amax(2))
+
+
+def test_soft_argmax_is_accurate_and_differentiable():
+    centres = torch.tensor([[[10.3, 20.7], [30.5, 15.25]]], dtype=torch.float64)
+    hms = torch.log(gaussians(centres, sigma=2.0))  # softmax of these logits: a Gaussian of sigma 2
+    coords, peak = ops.soft_argmax(hms, beta=1.0)
+    torch.testing.assert_close(coords.double(), centres, rtol=0, atol=1e-3)
+    x = hms.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: ops.soft_argmax(t, torch.eye(2, 3, dtype=t.dtype)[None])[0], (x,))
+
+
+def test_decode_errors():
+    with pytest.raises(RuntimeError, match=r"heatmaps must have shape \[N, K, h, w\]"):
+        ops.heatmap_decode(torch.rand(3, 8, 8), torch.eye(2, 3)[None])
+    with pytest.raises(RuntimeError, match="hm_to_img must have one"):
+        ops.heatmap_decode(torch.rand(2, 3, 8, 8), torch.eye(2, 3)[None])
+    with pytest.raises(ValueError, match="refine must be"):
+        ops.heatmap_decode(torch.rand(1, 3, 8, 8), torch.eye(2, 3)[None], "subpixel")
+    coords, scores = ops.heatmap_decode(torch.rand(0, 17, 8, 8), torch.zeros(0, 2, 3))
+    assert coords.shape == (0, 17, 2) and scores.shape == (0, 17)
+
+
+def test_heatmap_theta_composes_with_crop_theta():
+    boxes = torch.tensor([[100.0, 50.0, 196.0, 178.0]])
+    crop_theta = ops.boxes_to_theta(boxes, (256, 192), scale=1.25)
+    hm = ops.heatmap_theta(crop_theta, (256, 192), (64, 48))
+    # equals AlphaPose's back-projection for the crop box of the same crop
+    w = 96 * 1.25
+    crop_box = torch.tensor([[148 - w / 2, 114 - w * 256 / 192 / 2, 148 + w / 2, 114 + w * 256 / 192 / 2]])
+    torch.testing.assert_close(hm.double(), crop_box_heatmap_theta(crop_box, (64, 48)))
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA device")
+def test_cuda_decode_matches_cpu():
+    g = torch.Generator().manual_seed(2)
+    hms = torch.rand(16, 17, 64, 48, generator=g)
+    theta = torch.rand(16, 2, 3, generator=g, dtype=torch.float64)
+    for quarter in ("quarter", "none"):
+        cpu = ops.heatmap_decode(hms, theta, quarter)
+        gpu = ops.heatmap_decode(hms.cuda(), theta.cuda(), quarter)
+        torch.testing.assert_close(gpu[0].cpu(), cpu[0])
+        torch.testing.assert_close(gpu[1].cpu(), cpu[1])
