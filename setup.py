@@ -64,7 +64,9 @@ if cuda_home:
     os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension
 
 sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-cxx_flags = ["-O3", "-ffp-contract=off", "-DPy_LIMITED_API=0x03090000"]
+# -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers (torch's CPU
+# backend is OpenMP); without it every parallel loop of the extension runs serially.
+cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
 nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-DPy_LIMITED_API=0x03090000"]
 if with_cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
@@ -90,6 +92,7 @@ ext = ext_cls(
     sources,
     include_dirs=[os.path.join(ROOT, "csrc")],
     extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
+    extra_link_args=["-fopenmp"],
     py_limited_api=True,
 )
 

@@ -67,23 +67,22 @@ def _machine():
 
 def pytest_terminal_summary(terminalreporter, config):
     """Prints, and writes to benchmarks/last_run.md, each benchmark's median and
-    its ratio to the baseline of its group (the one whose name starts with
-    `baseline`), all measured in this run."""
+    its ratio to every baseline of its group (the benchmarks named
+    ``test_baseline_*``), all measured in this run."""
     bs = getattr(config, "_benchmarksession", None)
     if bs is None or not bs.benchmarks or bs.disabled:
         return
     groups = {}
     for b in bs.benchmarks:
         groups.setdefault(b.group, []).append(b)
-    lines = [f"Machine: {_machine()}", "", "| group | benchmark | median | baseline / this |", "|---|---|---|---|"]
+    fmt = lambda s: f"{s * 1e3:.3f} ms" if s >= 1e-3 else f"{s * 1e6:.1f} µs"
+    lines = [f"Machine: {_machine()}", "", "| group | benchmark | median | baseline median / this |", "|---|---|---|---|"]
     for g, items in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        base = [b for b in items if b.name.split("[")[0].split("test_")[-1].startswith("baseline")]
-        base_median = base[0].stats.median if base else None
+        bases = [b for b in items if b.name.startswith("test_baseline")]
         for b in sorted(items, key=lambda b: b.stats.median):
-            med = b.stats.median
-            ratio = f"{base_median / med:.1f}x" if base_median else "-"
-            unit = f"{med * 1e3:.3f} ms" if med >= 1e-3 else f"{med * 1e6:.1f} µs"
-            lines.append(f"| {g} | {b.name} | {unit} | {ratio} |")
+            ratios = ", ".join(f"{base.stats.median / b.stats.median:.1f}x vs {base.name[len('test_baseline_'):]}"
+                               for base in bases if base is not b)
+            lines.append(f"| {g} | {b.name} | {fmt(b.stats.median)} | {ratios or '-'} |")
     text = "\n".join(lines) + "\n"
     terminalreporter.write_sep("=", "rmpe_ext benchmark ratios (same run)")
     terminalreporter.write(text)

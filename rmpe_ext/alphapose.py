@@ -14,9 +14,9 @@ from torch import Tensor
 
 import numpy as np
 
-from .ops.affine import affine_crop, heatmap_decode
+from .ops.affine import affine_crop
 from .ops.pose_nms import AlphaPoseNMSParams
-from .presets import alphapose_crop_theta, crop_box_heatmap_theta
+from .presets import alphapose_crop_theta
 
 __all__ = ["pose_nms", "crop_persons", "heatmap_to_coord_simple", "heatmaps_to_coords", "ALPHAPOSE_MEAN"]
 
@@ -136,10 +136,11 @@ def heatmaps_to_coords(hms: Tensor, crop_boxes: Tensor):
     the box centre and width."""
     if hms.dim() != 4:
         raise ValueError(f"hms must have shape [N, K, h, w], got {tuple(hms.shape)}")
-    m = crop_box_heatmap_theta(crop_boxes, hms.shape[2:]).to(hms.device)
-    if m.shape[0] != hms.shape[0]:
-        raise ValueError(f"crop_boxes must have one box per heatmap set ({hms.shape[0]}), got {m.shape[0]}")
-    coords, scores = heatmap_decode(hms, m, "quarter")
+    boxes = torch.as_tensor(crop_boxes, device=hms.device)
+    if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != hms.shape[0]:
+        raise ValueError(f"crop_boxes must have shape [N, 4] with N = {hms.shape[0]} (one per heatmap set), "
+                         f"got {tuple(boxes.shape)}")
+    coords, scores = torch.ops.rmpe_ext.heatmap_decode(hms, boxes, True)
     return coords, scores.unsqueeze(-1)
 
 

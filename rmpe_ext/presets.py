@@ -11,6 +11,7 @@ Both return the pixel theta (crop pixel -> image pixel) that the crop kernels ta
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -109,13 +110,18 @@ def crop_box_heatmap_theta(crop_boxes, heatmap_size: Sequence[int]) -> Tensor:
     """AlphaPose's back-projection of heatmap pixels into the image for crop boxes
     [N, 4] (the boxes ``crop_persons`` returns): isotropic, scaled by the box width,
     ``x = cx + (u - hw / 2) * bw / hw``, ``y = cy + (v - hh / 2) * bw / hw``.
-    Returns the float64 map [N, 2, 3]."""
+    Returns the float64 map [N, 2, 3] (on the boxes' device)."""
     b = torch.as_tensor(crop_boxes, dtype=torch.float64)
     if b.dim() == 1:
         b = b.unsqueeze(0)
-    hh, hw = int(heatmap_size[0]), int(heatmap_size[1])
-    w = b[:, 2] - b[:, 0]
-    cx, cy = b[:, 0] + w * 0.5, b[:, 1] + (b[:, 3] - b[:, 1]) * 0.5
-    a = w / hw
-    zero = torch.zeros_like(a)
-    return torch.stack([torch.stack([a, zero, cx - a * (hw / 2)], 1), torch.stack([zero, a, cy - a * (hh / 2)], 1)], 1)
+    # the map is linear in (x1, y1, x2, y2): one product builds all of them
+    return (b @ _box_map_matrix(int(heatmap_size[0]), int(heatmap_size[1]), b.device)).view(-1, 2, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_map_matrix(hh: int, hw: int, device: torch.device) -> Tensor:
+    """[4, 6]: (x1, y1, x2, y2) -> the row-major 2x3 map of crop_box_heatmap_theta."""
+    return torch.tensor([[-1 / hw, 0, 1, 0, -1 / hw, 0.5 * hh / hw],
+                         [0, 0, 0, 0, 0, 0.5],
+                         [1 / hw, 0, 0, 0, 1 / hw, -0.5 * hh / hw],
+                         [0, 0, 0, 0, 0, 0.5]], dtype=torch.float64, device=device)

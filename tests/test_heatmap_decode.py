@@ -68,11 +68,25 @@ def test_quarter_step_rules_match_alphapose():
     np.testing.assert_array_equal(scores, ref_scores)
 
 
-def test_nan_heatmap_gives_nan_score():
-    hms = torch.rand(1, 2, 8, 8)
-    hms[0, 1, 3, 4] = math.nan
+@pytest.mark.parametrize("where", [0, 28, 40, 63, 3071])
+def test_nan_heatmap_gives_nan_score(where):
+    # NaN at the start, inside the first vector block, later, in the tail
+    h, w = (8, 8) if where < 64 else (64, 48)
+    hms = torch.rand(1, 2, h, w)
+    hms.view(1, 2, -1)[0, 1, where] = math.nan
     coords, scores = ops.heatmap_decode(hms, torch.eye(2, 3).unsqueeze(0))
     assert math.isnan(scores[0, 1]) and coords[0, 1].tolist() == [0.0, 0.0] and not math.isnan(scores[0, 0])
+
+
+def test_first_maximum_wins():
+    hms = torch.zeros(1, 3, 64, 48)
+    flat = hms.view(3, -1)
+    flat[0, [100, 2000]] = 5.0  # a tie: the first index
+    flat[1, [3071, 7]] = 2.0
+    flat[2] = -1.0  # all equal and <= 0: index 0, heatmap pixel (0, 0)
+    coords, scores = ops.heatmap_decode(hms, torch.eye(2, 3).unsqueeze(0), "none")
+    assert coords[0].tolist() == [[100 % 48, 100 // 48], [7, 0], [0, 0]]
+    assert scores[0].tolist() == [5.0, 2.0, -1.0]
 
 
 @pytest.mark.parametrize("refine", ["none", "quarter", "dark"])
@@ -129,3 +143,16 @@ def test_cuda_decode_matches_cpu():
         gpu = ops.heatmap_decode(hms.cuda(), theta.cuda(), quarter)
         torch.testing.assert_close(gpu[0].cpu(), cpu[0])
         torch.testing.assert_close(gpu[1].cpu(), cpu[1])
+
+
+def test_crop_boxes_equal_their_maps(device):
+    g = torch.Generator().manual_seed(3)
+    hms = torch.rand(5, 17, 64, 48, generator=g).to(device)
+    boxes = torch.rand(5, 4, generator=g, dtype=torch.float64) * 200
+    boxes[:, 2:] += boxes[:, :2] + 50
+    by_box = ops.heatmap_decode(hms, boxes.to(device))
+    by_map = ops.heatmap_decode(hms, crop_box_heatmap_theta(boxes, (64, 48)).to(device))
+    torch.testing.assert_close(by_box[0], by_map[0], rtol=0, atol=1e-4)
+    assert torch.equal(by_box[1], by_map[1])
+    dark = ops.heatmap_decode(hms, boxes.to(device), "dark")
+    assert dark[0].shape == (5, 17, 2)

@@ -87,14 +87,18 @@ RMPE_HD T tap_value(const Load& load, int64_t x, int64_t y, int64_t W, int64_t H
   return in_image(x, y, W, H) ? load(y * W + x) : pad;
 }
 
+// The weighted sum of the four tap values, in torch's order (nw, ne, sw, se).
+template <typename T>
+RMPE_HD T blend(const TapWeights<T>& w, T nw, T ne, T sw, T se) {
+  return fp::add(fp::add(fp::add(fp::mul(nw, w.nw), fp::mul(ne, w.ne)), fp::mul(sw, w.sw)), fp::mul(se, w.se));
+}
+
 // Bilinear sample of one channel; load(offset) reads the channel at y * W + x.
 template <typename T, typename Load>
 RMPE_HD T bilinear(const Tap<T>& t, const TapWeights<T>& w, const Load& load, int64_t W, int64_t H, T pad) {
   if (t.nan) return T(0) / T(0);
-  T v = fp::mul(tap_value(load, t.x0, t.y0, W, H, pad), w.nw);
-  v = fp::add(v, fp::mul(tap_value(load, t.x0 + 1, t.y0, W, H, pad), w.ne));
-  v = fp::add(v, fp::mul(tap_value(load, t.x0, t.y0 + 1, W, H, pad), w.sw));
-  return fp::add(v, fp::mul(tap_value(load, t.x0 + 1, t.y0 + 1, W, H, pad), w.se));
+  return blend(w, tap_value(load, t.x0, t.y0, W, H, pad), tap_value(load, t.x0 + 1, t.y0, W, H, pad),
+               tap_value(load, t.x0, t.y0 + 1, W, H, pad), tap_value(load, t.x0 + 1, t.y0 + 1, W, H, pad));
 }
 
 // d(sample)/d(point) of one channel times the upstream gradient g, added to
@@ -164,16 +168,38 @@ RMPE_HD CvTap cv_tap(const double* M, int64_t j, int64_t i) {
   return t;
 }
 
+// The 15-bit weights of a tap (they sum to 32768) and the rounded blend.
+struct CvWeights {
+  int32_t w00, w01, w10, w11;
+};
+RMPE_HD CvWeights cv_weights(const CvTap& t) {
+  return {(32 - t.fy) * (32 - t.fx) * 32, (32 - t.fy) * t.fx * 32, t.fy * (32 - t.fx) * 32, t.fy * t.fx * 32};
+}
+RMPE_HD int32_t cv_blend(const CvWeights& w, int32_t v00, int32_t v01, int32_t v10, int32_t v11) {
+  const int32_t r = (v00 * w.w00 + v01 * w.w01 + v10 * w.w10 + v11 * w.w11 + (1 << 14)) >> 15;
+  return r < 0 ? 0 : (r > 255 ? 255 : r);
+}
+
 // The uint8 result of one channel; load(offset) reads the channel at y * W + x.
 template <typename Load>
 RMPE_HD int32_t cv_bilinear(const CvTap& t, const Load& load, int64_t W, int64_t H, int32_t cval) {
-  const int32_t w00 = (32 - t.fy) * (32 - t.fx) * 32, w01 = (32 - t.fy) * t.fx * 32;
-  const int32_t w10 = t.fy * (32 - t.fx) * 32, w11 = t.fy * t.fx * 32;
   const auto v = [&](int64_t x, int64_t y) { return in_image(x, y, W, H) ? int32_t(load(y * W + x)) : cval; };
-  const int32_t acc = v(t.x0, t.y0) * w00 + v(t.x0 + 1, t.y0) * w01 + v(t.x0, t.y0 + 1) * w10 +
-                      v(t.x0 + 1, t.y0 + 1) * w11;
-  const int32_t r = (acc + (1 << 14)) >> 15;
-  return r < 0 ? 0 : (r > 255 ? 255 : r);
+  return cv_blend(cv_weights(t), v(t.x0, t.y0), v(t.x0 + 1, t.y0), v(t.x0, t.y0 + 1), v(t.x0 + 1, t.y0 + 1));
+}
+
+// Normalization of the uint8 crops: per channel c, out = (v / 255 - mean) / std
+// for uint8-valued samples (the OpenCV modes, AlphaPose's arithmetic), and
+// v * scale + shift (scale = 1 / (255 std), shift = -mean / std) for the exact
+// bilinear mode.
+struct CropNorm {
+  float mean[4], std[4], scale[4], shift[4];
+};
+RMPE_HD float crop_normalize_u8(const CropNorm& n, int c, float v) {
+  return fp::div(fp::sub(fp::div(v, 255.f), n.mean[c]), n.std[c]);
+}
+RMPE_HD float crop_normalize(const CropNorm& n, int c, float v) { return fp::add(fp::mul(v, n.scale[c]), n.shift[c]); }
+RMPE_HD int32_t crop_cval(float value) {
+  return static_cast<int32_t>(::rintf(value < 0.f ? 0.f : (value > 255.f ? 255.f : value)));
 }
 
 // The SDTN inverse (paper Eqs. 3-4): gamma = [A^-1, -A^-1 t] for theta = [A, t].
@@ -242,6 +268,23 @@ RMPE_HD void alphapose_refine(const Load& load, int64_t h, int64_t w, int64_t id
     px += dx > T(0) ? T(0.25) : (dx < T(0) ? T(-0.25) : T(0));
     py += dy > T(0) ? T(0.25) : (dy < T(0) ? T(-0.25) : T(0));
   }
+}
+
+// The heatmap -> image map of crop n: given as a map (6 values), or from a crop
+// box (x1, y1, x2, y2) as AlphaPose back-projects it, isotropic by the box
+// width: x = x1 + u * bw / w, y = (y1 + y2) / 2 + (v - h / 2) * bw / w.
+RMPE_HD void decode_map(const double* src, bool boxes, int64_t h, int64_t w, double* m) {
+  if (!boxes) {
+    for (int k = 0; k < 6; ++k) m[k] = src[k];
+    return;
+  }
+  const double a = (src[2] - src[0]) / double(w);
+  m[0] = a;
+  m[1] = 0;
+  m[2] = src[0];
+  m[3] = 0;
+  m[4] = a;
+  m[5] = src[1] + (src[3] - src[1]) * 0.5 - a * (double(h) / 2);
 }
 
 }  // namespace rmpe

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+
 #include "common/affine_common.h"
 #include "common/pose_nms_host.h"  // shape_str
 
@@ -45,4 +47,72 @@ inline void check_padding(const char* op, int64_t padding) {
               ": padding_mode must be 0 (zeros), 1 (border) or 2 (constant), got ", padding);
 }
 
+inline void check_sample_args(const char* op, const at::Tensor& input, const at::Tensor& theta,
+                              const c10::optional<at::Tensor>& batch_index, int64_t padding) {
+  TORCH_CHECK(input.dim() == 4, op, ": input must have shape [B, C, H, W], got ", input.dim(),
+              "-D tensor of shape ", shape_str(input));
+  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be floating point, got ",
+              input.scalar_type());
+  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, op, ": input images must not be empty, got shape ",
+              shape_str(input));
+  check_theta(op, theta, input);
+  check_batch_index(op, batch_index, theta.size(0), input.size(0), input);
+  check_padding(op, padding);
+}
+
+inline void check_crop_args(const char* op, const at::Tensor& frames, const at::Tensor& theta,
+                            const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
+                            at::ArrayRef<double> std, at::ScalarType dtype, int64_t interpolation) {
+  TORCH_CHECK(frames.dim() == 4, op, ": frames must have shape [B, H, W, C] (uint8, as OpenCV reads them), got ",
+              frames.dim(), "-D tensor of shape ", shape_str(frames));
+  TORCH_CHECK(frames.scalar_type() == at::kByte, op, ": frames must be uint8, got ", frames.scalar_type());
+  const int64_t C = frames.size(3);
+  TORCH_CHECK(C >= 1 && C <= 4, op, ": frames must have 1 to 4 channels, got ", C);
+  TORCH_CHECK(frames.size(1) > 0 && frames.size(2) > 0, op, ": frames must not be empty, got shape ",
+              shape_str(frames));
+  check_theta(op, theta, frames);
+  check_batch_index(op, batch_index, theta.size(0), frames.size(0), frames);
+  TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C, op,
+              ": mean and std must have one value per channel (", C, "), got ", mean.size(), " and ", std.size());
+  for (double s : std) TORCH_CHECK(s > 0 && std::isfinite(s), op, ": std must be positive and finite, got ", s);
+  for (double m : mean) TORCH_CHECK(std::isfinite(m), op, ": mean must be finite, got ", m);
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": dtype must be float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK(interpolation >= kInterpBilinear && interpolation <= kInterpOpenCV4, op,
+              ": interpolation must be 0 (bilinear), 1 (bilinear rounded to uint8) or 2 (OpenCV 4), got ",
+              interpolation);
+}
+
+inline CropNorm make_crop_norm(at::ArrayRef<double> mean, at::ArrayRef<double> std) {
+  CropNorm n{};
+  for (size_t c = 0; c < mean.size() && c < 4; ++c) {
+    n.mean[c] = float(mean[c]);
+    n.std[c] = float(std[c]);
+    n.scale[c] = float(1.0 / (255.0 * std[c]));
+    n.shift[c] = float(-mean[c] / std[c]);
+  }
+  return n;
+}
+
+// Checks of heatmap_decode; returns `hm_to_img` as a contiguous float64 tensor
+// on the heatmaps' device: maps [N, 2, 3], or crop boxes [N, 4] (see
+// decode_map in affine_common.h).
+inline at::Tensor check_decode(const char* op, const at::Tensor& heatmaps, const at::Tensor& hm_to_img) {
+  TORCH_CHECK(heatmaps.dim() == 4, op, ": heatmaps must have shape [N, K, h, w], got ", heatmaps.dim(),
+              "-D tensor of shape ", shape_str(heatmaps));
+  TORCH_CHECK(at::isFloatingType(heatmaps.scalar_type()), op, ": heatmaps must be floating point, got ",
+              heatmaps.scalar_type());
+  TORCH_CHECK(heatmaps.size(2) > 0 && heatmaps.size(3) > 0, op, ": heatmaps must not be empty, got shape ",
+              shape_str(heatmaps));
+  const bool boxes = hm_to_img.dim() == 2 && hm_to_img.size(1) == 4;
+  TORCH_CHECK(boxes || (hm_to_img.dim() == 3 && hm_to_img.size(1) == 2 && hm_to_img.size(2) == 3), op,
+              ": hm_to_img must be maps [N, 2, 3] or crop boxes [N, 4], got shape ", shape_str(hm_to_img));
+  TORCH_CHECK(at::isFloatingType(hm_to_img.scalar_type()), op, ": hm_to_img must be floating point, got ",
+              hm_to_img.scalar_type());
+  TORCH_CHECK(hm_to_img.device() == heatmaps.device(), op, ": hm_to_img is on ", hm_to_img.device(),
+              " but heatmaps is on ", heatmaps.device());
+  TORCH_CHECK(hm_to_img.size(0) == heatmaps.size(0), op, ": hm_to_img must have one map or box per heatmap set (",
+              heatmaps.size(0), "), got ", hm_to_img.size(0));
+  return hm_to_img.to(at::kDouble).contiguous();
+}
 }  // namespace rmpe

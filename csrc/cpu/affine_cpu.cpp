@@ -7,15 +7,27 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common/affine_common.h"
 #include "common/affine_host.h"
+#include "cpu/simd_avx2.h"
 
 namespace rmpe {
 namespace {
 
 constexpr int64_t kRowGrain = 8;  // output rows per parallel task
+
+// uint8 -> float by table: a load instead of a conversion in the crop loops
+struct U8ToFloat {
+  float v[256];
+  constexpr U8ToFloat() : v() {
+    for (int k = 0; k < 256; ++k) v[k] = float(k);
+  }
+  float operator[](int k) const { return v[k]; }
+};
+constexpr U8ToFloat kU8ToFloat{};
 
 // ---------------------------------------------------------------- sampler
 
@@ -136,19 +148,6 @@ void sample_backward_input(const at::Tensor& grad_out, const at::Tensor& theta, 
   });
 }
 
-void check_sample_args(const char* op, const at::Tensor& input, const at::Tensor& theta,
-                       const c10::optional<at::Tensor>& batch_index, int64_t padding) {
-  TORCH_CHECK(input.dim() == 4, op, ": input must have shape [B, C, H, W], got ", input.dim(),
-              "-D tensor of shape ", shape_str(input));
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": input must be floating point, got ",
-              input.scalar_type());
-  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0, op, ": input images must not be empty, got shape ",
-              shape_str(input));
-  check_theta(op, theta, input);
-  check_batch_index(op, batch_index, theta.size(0), input.size(0), input);
-  check_padding(op, padding);
-}
-
 // theta in the accumulation type of the input (float for half/bfloat16).
 at::Tensor theta_acc(const at::Tensor& theta, const at::Tensor& input) {
   return theta.to(at::toOpMathType(input.scalar_type())).contiguous();
@@ -200,73 +199,154 @@ std::tuple<at::Tensor, at::Tensor> affine_sample_backward_cpu(const at::Tensor& 
 
 // ---------------------------------------------------------------- uint8 crops
 
-// frames [B, H, W, C] uint8 -> crops [N, C, h, w]: out = (v / 255 - mean[c]) / std[c]
-// with v the sample of source channel (reverse ? C - 1 - c : c): exact bilinear
-// (kInterpBilinear), the same rounded to uint8 (kInterpBilinearU8, as OpenCV >= 5
-// warpAffine), or OpenCV 4's fixed-point warpAffine (kInterpOpenCV4).
+// frames [B, H, W, C] uint8 -> crops [N, C, h, w] (see crop_normalize in
+// affine_common.h): exact bilinear (kInterpBilinear), the same rounded to uint8
+// (kInterpBilinearU8, as OpenCV >= 5 warpAffine), or OpenCV 4's fixed-point
+// warpAffine (kInterpOpenCV4). Pixels whose four taps lie inside the frame take
+// a fast path with the same arithmetic; the uint8 modes normalize through a
+// 256-entry table per channel holding the same numbers.
+template <typename out_t, int C>
+void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double* th_all, const int64_t* bidx,
+               int64_t h, int64_t w, const CropNorm& norm, bool reverse, float value, int64_t interp, out_t* o,
+               int64_t lo, int64_t hi) {
+  float lut[C][256];
+  if (interp != kInterpBilinear)
+    for (int c = 0; c < C; ++c)
+      for (int v = 0; v < 256; ++v) lut[c][v] = crop_normalize_u8(norm, c, float(v));
+  int rc[C];
+  for (int c = 0; c < C; ++c) rc[c] = reverse ? C - 1 - c : c;
+  const int32_t cval = crop_cval(value);
+#ifdef RMPE_HAVE_AVX2_PATH
+  // eight pixels at a time (float output, 3 channels, offsets within int32)
+  const bool simd = std::is_same<out_t, float>::value && C == 3 && avx2::cpu_has_avx2() && H * W * C < (1LL << 31);
+#else
+  const bool simd = false;
+#endif
+  std::vector<int32_t> adelta, bdelta;  // OpenCV 4 mode: per-column terms of cv_tap, per crop
+  int64_t table_crop = -1;
+  bool table_ok = false;
+  for (int64_t row = lo; row < hi; ++row) {
+    const int64_t n = row / h, i = row % h;
+    const int64_t b = crop_image(bidx, n, B);
+    out_t* out = o + n * C * h * w + i * w;
+    if (b < 0) {
+      for (int c = 0; c < C; ++c)
+        for (int64_t j = 0; j < w; ++j) out[c * h * w + j] = static_cast<out_t>(NAN);
+      continue;
+    }
+    const double* M = th_all + n * 6;
+    const uint8_t* img = fr + b * H * W * C;
+    if (interp == kInterpOpenCV4) {
+      const auto pixel = [&](int64_t j) {
+        const CvTap t = cv_tap(M, j, i);
+        if (t.x0 >= 0 && t.y0 >= 0 && t.x0 < W - 1 && t.y0 < H - 1) {
+          const uint8_t* p = img + (t.y0 * W + t.x0) * C;
+          const uint8_t* q = p + W * C;
+          const CvWeights wt = cv_weights(t);
+          for (int c = 0; c < C; ++c)
+            out[c * h * w + j] =
+                static_cast<out_t>(lut[c][cv_blend(wt, p[rc[c]], p[C + rc[c]], q[rc[c]], q[C + rc[c]])]);
+        } else {
+          for (int c = 0; c < C; ++c) {
+            const uint8_t* ch = img + rc[c];
+            out[c * h * w + j] =
+                static_cast<out_t>(lut[c][cv_bilinear(t, [ch](int64_t off) { return ch[off * C]; }, W, H, cval)]);
+          }
+        }
+      };
+      int64_t j = 0;
+#ifdef RMPE_HAVE_AVX2_PATH
+      if (simd) {
+        if (table_crop != n) {  // the column terms of this crop, if they fit in int32
+          table_crop = n;
+          adelta.resize(w);
+          bdelta.resize(w);
+          table_ok = true;
+          for (int64_t jj = 0; jj < w; ++jj) {
+            const int64_t a = cv_round(fp::mul(fp::mul(M[0], double(jj)), 1024.0));
+            const int64_t d = cv_round(fp::mul(fp::mul(M[3], double(jj)), 1024.0));
+            table_ok = table_ok && a > -(1LL << 30) && a < (1LL << 30) && d > -(1LL << 30) && d < (1LL << 30);
+            adelta[jj] = int32_t(a);
+            bdelta[jj] = int32_t(d);
+          }
+        }
+        const int64_t X0 = cv_round(fp::mul(fp::add(fp::mul(M[1], double(i)), M[2]), 1024.0)) + 16;
+        const int64_t Y0 = cv_round(fp::mul(fp::add(fp::mul(M[4], double(i)), M[5]), 1024.0)) + 16;
+        if (table_ok && X0 > -(1LL << 30) && X0 < (1LL << 30) && Y0 > -(1LL << 30) && Y0 < (1LL << 30)) {
+          for (; j + 8 <= w; j += 8)
+            if (!avx2::opencv4_8(img, W, H, int32_t(X0), int32_t(Y0), adelta.data(), bdelta.data(), j, rc, lut,
+                                 reinterpret_cast<float*>(out), h * w))
+              for (int64_t k = j; k < j + 8; ++k) pixel(k);
+        }
+      }
+#endif
+      for (; j < w; ++j) pixel(j);
+      continue;
+    }
+    // exact bilinear (optionally rounded): affine_point's arithmetic with the
+    // row term hoisted, taps inside the frame without bounds tests
+    const float thf[6] = {float(M[0]), float(M[1]), float(M[2]), float(M[3]), float(M[4]), float(M[5])};
+    const float rx = fp::mul(thf[1], float(i)), ry = fp::mul(thf[4], float(i));
+    const float xmax = float(W - 1), ymax = float(H - 1);
+    const bool rounded = interp == kInterpBilinearU8;
+    const auto pixel = [&](int64_t j) {
+      const float jf = float(j);
+      const float x = fp::add(fp::add(fp::mul(thf[0], jf), rx), thf[2]);
+      const float y = fp::add(fp::add(fp::mul(thf[3], jf), ry), thf[5]);
+      float v[C];
+      if (x >= 0.f && y >= 0.f && x < xmax && y < ymax) {
+        const int64_t x0 = static_cast<int64_t>(x), y0 = static_cast<int64_t>(y);
+        const float fx0 = float(x0), fy0 = float(y0);
+        const TapWeights<float> wt = {fp::mul(fx0 + 1.f - x, fy0 + 1.f - y), fp::mul(x - fx0, fy0 + 1.f - y),
+                                      fp::mul(fx0 + 1.f - x, y - fy0), fp::mul(x - fx0, y - fy0)};
+        const uint8_t* p = img + (y0 * W + x0) * C;
+        const uint8_t* q = p + W * C;
+        for (int c = 0; c < C; ++c)
+          v[c] = blend(wt, kU8ToFloat[p[rc[c]]], kU8ToFloat[p[C + rc[c]]], kU8ToFloat[q[rc[c]]],
+                       kU8ToFloat[q[C + rc[c]]]);
+      } else {
+        const Tap<float> t = make_tap(x, y, W, H, kPadConstant);
+        const TapWeights<float> wt = tap_weights(t);
+        for (int c = 0; c < C; ++c) {
+          const uint8_t* ch = img + rc[c];
+          v[c] = bilinear(t, wt, [ch](int64_t off) { return float(ch[off * C]); }, W, H, value);
+        }
+      }
+      for (int c = 0; c < C; ++c)
+        out[c * h * w + j] =
+            static_cast<out_t>(rounded ? lut[c][int(round_u8(v[c]))] : crop_normalize(norm, c, v[c]));
+    };
+    int64_t j = 0;
+#ifdef RMPE_HAVE_AVX2_PATH
+    if (simd)
+      for (; j + 8 <= w; j += 8)
+        if (!avx2::bilinear8(img, W, H, thf, rx, ry, j, rc, rounded, lut, norm, reinterpret_cast<float*>(out),
+                             h * w))
+          for (int64_t k = j; k < j + 8; ++k) pixel(k);
+#endif
+    for (; j < w; ++j) pixel(j);
+  }
+#ifdef RMPE_HAVE_AVX2_PATH
+  if (simd) avx2::fence();
+#endif
+}
+
 template <typename out_t>
 void crop_forward(const at::Tensor& frames, const at::Tensor& theta, const int64_t* bidx, at::Tensor& out,
-                  const std::vector<float>& mean, const std::vector<float>& std, bool reverse, float value,
-                  int64_t interp) {
+                  const CropNorm& norm, bool reverse, float value, int64_t interp) {
   const int64_t N = out.size(0), C = out.size(1), h = out.size(2), w = out.size(3);
   const int64_t B = frames.size(0), H = frames.size(1), W = frames.size(2);
   const uint8_t* fr = frames.data_ptr<uint8_t>();
-  const double* th_all = theta.data_ptr<double>();
+  const double* th = theta.data_ptr<double>();
   out_t* o = out.data_ptr<out_t>();
-  const int32_t cval = static_cast<int32_t>(std::nearbyint(std::min(255.f, std::max(0.f, value))));
   at::parallel_for(0, N * h, kRowGrain, [&](int64_t lo, int64_t hi) {
-    for (int64_t row = lo; row < hi; ++row) {
-      const int64_t n = row / h, i = row % h;
-      const int64_t b = crop_image(bidx, n, B);
-      const double* M = th_all + n * 6;
-      const float thf[6] = {float(M[0]), float(M[1]), float(M[2]), float(M[3]), float(M[4]), float(M[5])};
-      const uint8_t* img = fr + (b < 0 ? 0 : b) * H * W * C;
-      for (int64_t j = 0; j < w; ++j) {
-        const auto store = [&](int64_t c, float v) {
-          o[((n * C + c) * h + i) * w + j] = static_cast<out_t>((v / 255.f - mean[c]) / std[c]);
-        };
-        if (b < 0) {
-          for (int64_t c = 0; c < C; ++c) store(c, NAN);
-        } else if (interp == kInterpOpenCV4) {
-          const CvTap t = cv_tap(M, j, i);
-          for (int64_t c = 0; c < C; ++c) {
-            const uint8_t* ch = img + (reverse ? C - 1 - c : c);
-            store(c, float(cv_bilinear(t, [ch, C](int64_t off) { return ch[off * C]; }, W, H, cval)));
-          }
-        } else {
-          float x, y;
-          affine_point(thf, float(j), float(i), x, y);
-          const Tap<float> t = make_tap(x, y, W, H, kPadConstant);
-          const TapWeights<float> wt = tap_weights(t);
-          for (int64_t c = 0; c < C; ++c) {
-            const uint8_t* ch = img + (reverse ? C - 1 - c : c);
-            const float v = bilinear(t, wt, [ch, C](int64_t off) { return float(ch[off * C]); }, W, H, value);
-            store(c, interp == kInterpBilinearU8 ? round_u8(v) : v);
-          }
-        }
-      }
+    switch (C) {
+      case 1: crop_rows<out_t, 1>(fr, B, H, W, th, bidx, h, w, norm, reverse, value, interp, o, lo, hi); break;
+      case 2: crop_rows<out_t, 2>(fr, B, H, W, th, bidx, h, w, norm, reverse, value, interp, o, lo, hi); break;
+      case 3: crop_rows<out_t, 3>(fr, B, H, W, th, bidx, h, w, norm, reverse, value, interp, o, lo, hi); break;
+      default: crop_rows<out_t, 4>(fr, B, H, W, th, bidx, h, w, norm, reverse, value, interp, o, lo, hi); break;
     }
   });
-}
-
-void check_crop_args(const char* op, const at::Tensor& frames, const at::Tensor& theta,
-                     const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
-                     at::ArrayRef<double> std, at::ScalarType dtype) {
-  TORCH_CHECK(frames.dim() == 4, op, ": frames must have shape [B, H, W, C] (uint8, as OpenCV reads them), got ",
-              frames.dim(), "-D tensor of shape ", shape_str(frames));
-  TORCH_CHECK(frames.scalar_type() == at::kByte, op, ": frames must be uint8, got ", frames.scalar_type());
-  const int64_t C = frames.size(3);
-  TORCH_CHECK(C >= 1 && C <= 4, op, ": frames must have 1 to 4 channels, got ", C);
-  TORCH_CHECK(frames.size(1) > 0 && frames.size(2) > 0, op, ": frames must not be empty, got shape ",
-              shape_str(frames));
-  check_theta(op, theta, frames);
-  check_batch_index(op, batch_index, theta.size(0), frames.size(0), frames);
-  TORCH_CHECK(static_cast<int64_t>(mean.size()) == C && static_cast<int64_t>(std.size()) == C, op,
-              ": mean and std must have one value per channel (", C, "), got ", mean.size(), " and ", std.size());
-  for (double s : std) TORCH_CHECK(s > 0 && std::isfinite(s), op, ": std must be positive and finite, got ", s);
-  for (double m : mean) TORCH_CHECK(std::isfinite(m), op, ": mean must be finite, got ", m);
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
-              ": dtype must be float32, float16 or bfloat16, got ", dtype);
 }
 
 at::Tensor affine_crop_cpu(const at::Tensor& frames, const at::Tensor& theta, at::IntArrayRef size,
@@ -274,19 +354,16 @@ at::Tensor affine_crop_cpu(const at::Tensor& frames, const at::Tensor& theta, at
                            at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
                            at::ScalarType dtype) {
   const char* op = "rmpe_ext::affine_crop";
-  check_crop_args(op, frames, theta, batch_index, mean, std, dtype);
-  TORCH_CHECK(interpolation >= kInterpBilinear && interpolation <= kInterpOpenCV4, op,
-              ": interpolation must be 0 (bilinear), 1 (bilinear rounded to uint8) or 2 (OpenCV 4), got ",
-              interpolation);
+  check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
   const auto [h, w] = check_size(op, size);
   const int64_t C = frames.size(3);
-  const std::vector<float> meanf(mean.begin(), mean.end()), stdf(std.begin(), std.end());
+  const CropNorm norm = make_crop_norm(mean, std);
   const at::Tensor fr = frames.contiguous(), th = theta.to(at::kDouble).contiguous();
   const at::Tensor bidx = batch_index.has_value() ? batch_index->contiguous() : at::Tensor();
   at::Tensor out = at::empty({theta.size(0), C, h, w}, frames.options().dtype(dtype));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "affine_crop_cpu", [&] {
-    crop_forward<scalar_t>(fr, th, bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, out, meanf, stdf,
+    crop_forward<scalar_t>(fr, th, bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, out, norm,
                            reverse_channels, float(value), interpolation);
   });
   return out;
@@ -338,23 +415,11 @@ at::Tensor affine_inverse_backward_cpu(const at::Tensor& grad_gamma, const at::T
 // heatmaps [N, K, h, w] -> (coords [N, K, 2] image pixels, scores [N, K]):
 // argmax (+ AlphaPose's quarter-pixel step when `quarter`), then the per-crop
 // affine hm_to_img [N, 2, 3] from heatmap pixels to image pixels.
-at::Tensor check_decode(const char* op, const at::Tensor& heatmaps, const at::Tensor& hm_to_img) {
-  TORCH_CHECK(heatmaps.dim() == 4, op, ": heatmaps must have shape [N, K, h, w], got ", heatmaps.dim(),
-              "-D tensor of shape ", shape_str(heatmaps));
-  TORCH_CHECK(at::isFloatingType(heatmaps.scalar_type()), op, ": heatmaps must be floating point, got ",
-              heatmaps.scalar_type());
-  TORCH_CHECK(heatmaps.size(2) > 0 && heatmaps.size(3) > 0, op, ": heatmaps must not be empty, got shape ",
-              shape_str(heatmaps));
-  check_theta(op, hm_to_img, heatmaps);
-  TORCH_CHECK(hm_to_img.size(0) == heatmaps.size(0), op, ": hm_to_img must have one [2, 3] map per heatmap set (",
-              heatmaps.size(0), "), got ", hm_to_img.size(0));
-  return hm_to_img.to(at::kDouble).contiguous();
-}
-
 std::tuple<at::Tensor, at::Tensor> heatmap_decode_cpu(const at::Tensor& heatmaps, const at::Tensor& hm_to_img,
                                                       bool quarter) {
   const char* op = "rmpe_ext::heatmap_decode";
   const at::Tensor M = check_decode(op, heatmaps, hm_to_img);
+  const bool boxes = M.dim() == 2;
   const at::Tensor hm = heatmaps.contiguous();
   const int64_t N = hm.size(0), K = hm.size(1), h = hm.size(2), w = hm.size(3);
   const auto out_dtype = at::toOpMathType(hm.scalar_type());
@@ -369,19 +434,30 @@ std::tuple<at::Tensor, at::Tensor> heatmap_decode_cpu(const at::Tensor& heatmaps
     at::parallel_for(0, N * K, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t nk = lo; nk < hi; ++nk) {
         const scalar_t* p = H + nk * h * w;
-        int64_t best = 0;
-        acc_t bv = static_cast<acc_t>(p[0]);
-        for (int64_t q = 1; q < h * w && bv == bv; ++q) {  // first maximum; a NaN is the maximum
-          const acc_t v = static_cast<acc_t>(p[q]);
-          if (v > bv || v != v) {
-            bv = v;
-            best = q;
+        int64_t best = -1;
+#ifdef RMPE_HAVE_AVX2_PATH
+        if (std::is_same<scalar_t, float>::value && avx2::cpu_has_avx2())
+          best = avx2::argmax_f32(reinterpret_cast<const float*>(p), h * w);
+#endif
+        acc_t bv;
+        if (best >= 0) {
+          bv = static_cast<acc_t>(p[best]);
+        } else {  // first maximum; a NaN is the maximum
+          best = 0;
+          bv = static_cast<acc_t>(p[0]);
+          for (int64_t q = 1; q < h * w && bv == bv; ++q) {
+            const acc_t v = static_cast<acc_t>(p[q]);
+            if (v > bv || v != v) {
+              bv = v;
+              best = q;
+            }
           }
         }
         const auto load = [p](int64_t off) { return static_cast<acc_t>(p[off]); };
         acc_t px, py;
         alphapose_refine(load, h, w, best, bv, quarter, px, py);
-        const double* a = m + (nk / K) * 6;
+        double a[6];
+        decode_map(m + (nk / K) * (boxes ? 4 : 6), boxes, h, w, a);
         co[nk * 2] = static_cast<acc_t>(a[0] * px + a[1] * py + a[2]);
         co[nk * 2 + 1] = static_cast<acc_t>(a[3] * px + a[4] * py + a[5]);
         sc[nk] = p[best];

@@ -240,7 +240,9 @@ def affine_inverse(theta: Tensor, check: bool = True) -> Tensor:
 
 def heatmap_decode(heatmaps: Tensor, hm_to_img: Tensor, refine: str = "quarter") -> Tuple[Tensor, Tensor]:
     """Batched heatmap decode: ``heatmaps [N, K, h, w]`` and the map from heatmap pixels
-    to image pixels ``hm_to_img [N, 2, 3]`` (see :func:`heatmap_theta`) -> keypoints
+    to image pixels ``hm_to_img [N, 2, 3]`` (see :func:`heatmap_theta`), or the crop
+    boxes ``[N, 4]`` (x1, y1, x2, y2) to back-project into as AlphaPose does (isotropic,
+    by the box width: ``x = x1 + u bw / w``, ``y = (y1 + y2) / 2 + (v - h / 2) bw / w``) -> keypoints
     ``[N, K, 2]`` in image pixels (float32, float64 for float64 heatmaps) and scores
     ``[N, K]`` (the maximum).
 
@@ -254,9 +256,13 @@ def heatmap_decode(heatmaps: Tensor, hm_to_img: Tensor, refine: str = "quarter")
         raise ValueError(f"refine must be 'quarter', 'none' or 'dark', got {refine!r}")
     if refine != "dark":
         return torch.ops.rmpe_ext.heatmap_decode(heatmaps, hm_to_img, refine == "quarter")
-    eye = torch.eye(2, 3, dtype=hm_to_img.dtype, device=hm_to_img.device).expand(hm_to_img.shape[0], 2, 3)
+    eye = torch.eye(2, 3, dtype=torch.float64, device=hm_to_img.device).expand(hm_to_img.shape[0], 2, 3)
     peaks, scores = torch.ops.rmpe_ext.heatmap_decode(heatmaps, eye, False)
     refined = _dark(heatmaps, peaks)
+    if hm_to_img.dim() == 2:  # crop boxes: their maps
+        from ..presets import crop_box_heatmap_theta
+
+        hm_to_img = crop_box_heatmap_theta(hm_to_img, heatmaps.shape[2:])
     return _apply(hm_to_img.to(refined.dtype), refined), scores
 
 
@@ -393,5 +399,6 @@ def _affine_inverse_backward_fake(grad_gamma, theta, gamma):
 @torch.library.register_fake("rmpe_ext::heatmap_decode")
 def _heatmap_decode_fake(heatmaps, hm_to_img, quarter):
     n, k = heatmaps.shape[0], heatmaps.shape[1]
+    torch._check(hm_to_img.shape[0] == n, lambda: "hm_to_img must have one map or box per heatmap set")
     coord_dtype = torch.float32 if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps.dtype
     return heatmaps.new_empty((n, k, 2), dtype=coord_dtype), heatmaps.new_empty((n, k))
