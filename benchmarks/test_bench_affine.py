@@ -84,6 +84,16 @@ def test_rmpe_crop(benchmark, frame, n, interpolation):
     assert out.shape == (n, 3, *SIZE)
 
 
+@pytest.mark.parametrize("n", CROPS)
+def test_rmpe_crop_into_reused_batch(benchmark, frame, n):
+    """The same crops written into a batch the caller reuses (out=): no fresh memory."""
+    benchmark.group = f"crop {n} persons 256x192 from 1080p"
+    theta, _ = alphapose_crop_theta(person_boxes(n))
+    ft, bidx = torch.from_numpy(frame), torch.zeros(n, dtype=torch.long)
+    out = torch.empty(n, 3, *SIZE)
+    benchmark(ops.affine_crop, ft, theta, SIZE, bidx, ALPHAPOSE_MEAN, check=False, out=out)
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("n", CROPS + [256])
 def test_rmpe_crop_cuda(benchmark, frame, n):

@@ -63,6 +63,10 @@ TORCH_LIBRARY(rmpe_ext, m) {
   m.def(
       "affine_crop(Tensor frames, Tensor theta, int[2] size, Tensor? batch_index, float[] mean, float[] std, "
       "bool reverse_channels, float value, int interpolation, ScalarType dtype) -> Tensor");
+  // The same into a preallocated out [N, C, h, w] (its dtype and size decide).
+  m.def(
+      "affine_crop_into(Tensor frames, Tensor theta, Tensor? batch_index, float[] mean, float[] std, "
+      "bool reverse_channels, float value, int interpolation, Tensor(a!) out) -> ()");
   // SDTN: gamma = theta^-1 (NaN where singular) and its backward.
   m.def("affine_inverse(Tensor theta) -> Tensor");
   m.def("_affine_inverse_backward(Tensor grad_gamma, Tensor theta, Tensor gamma) -> Tensor");

@@ -168,3 +168,19 @@ def test_cuda_crop_matches_cpu(interpolation):
     gpu = ops.affine_crop(frames.cuda(), theta.cuda(), (32, 24), bidx.cuda(), ALPHAPOSE_MEAN,
                           interpolation=interpolation)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6 if interpolation != "bilinear" else 1e-4)
+
+
+def test_crop_into_a_preallocated_batch(device):
+    frames = torch.randint(0, 256, (2, 30, 40, 3), dtype=torch.uint8, device=device)
+    theta = torch.tensor([[[0.9, 0.2, -3.0], [-0.1, 1.1, 5.0]]] * 3, dtype=torch.float64, device=device)
+    bidx = torch.tensor([1, 0, 1], device=device)
+    ref = ops.affine_crop(frames, theta, (12, 9), bidx, ALPHAPOSE_MEAN, dtype=torch.float16)
+    out = torch.full((3, 3, 12, 9), 7.0, dtype=torch.float16, device=device)
+    assert ops.affine_crop(frames, theta, (12, 9), bidx, ALPHAPOSE_MEAN, out=out) is out
+    assert torch.equal(out, ref)
+    with pytest.raises(RuntimeError, match=r"out must have shape \[N, C, h, w\] with N = 3 crops and C = 3"):
+        ops.affine_crop(frames, theta, (12, 9), bidx, out=torch.empty(2, 3, 12, 9, device=device))
+    with pytest.raises(ValueError, match=r"out must have spatial size \(12, 9\)"):
+        ops.affine_crop(frames, theta, (12, 9), bidx, out=torch.empty(3, 3, 12, 8, device=device))
+    with pytest.raises(RuntimeError, match="out must be contiguous"):
+        ops.affine_crop(frames, theta, (12, 9), bidx, out=torch.empty(3, 3, 9, 12, device=device).transpose(2, 3))

@@ -75,3 +75,46 @@ def test_outputs_carry_no_gradient():
         res.poses.sum().backward()
     torch.library.opcheck(torch.ops.rmpe_ext.pose_nms.default,
                           (poses, scores, boxes, None, img, 0, ops.AlphaPoseNMSParams().to_list(), None))
+
+
+def test_opcheck_affine_ops(device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 12, 10, generator=g).to(device)
+    theta = (torch.eye(2, 3) * 0.8 + 0.05 * torch.randn(3, 2, 3, generator=g)).to(device)
+    bidx = torch.tensor([0, 1, 1], device=device)
+    th_px = ops.normalized_to_pixel_theta(theta, (12, 10), (5, 4))
+    for req in (False, True):
+        args = (x.clone().requires_grad_(req), th_px.clone().requires_grad_(req), [5, 4], bidx, 2, 0.25)
+        torch.library.opcheck(torch.ops.rmpe_ext.affine_sample.default, args)
+    frames = torch.randint(0, 256, (2, 12, 10, 3), dtype=torch.uint8, generator=g).to(device)
+    crop_args = (frames, th_px.double(), [5, 4], bidx, [0.4, 0.5, 0.6], [1.0, 1.0, 1.0], True, 0.0, 2, torch.float32)
+    torch.library.opcheck(torch.ops.rmpe_ext.affine_crop.default, crop_args)
+    out = torch.empty(3, 3, 5, 4, device=device)
+    torch.library.opcheck(torch.ops.rmpe_ext.affine_crop_into.default,
+                          (frames, th_px.double(), bidx, [0.4, 0.5, 0.6], [1.0, 1.0, 1.0], False, 0.0, 0, out))
+    torch.library.opcheck(torch.ops.rmpe_ext.affine_inverse.default, (theta.double().requires_grad_(),))
+    hms = torch.rand(3, 5, 8, 6, generator=g).to(device)
+    torch.library.opcheck(torch.ops.rmpe_ext.heatmap_decode.default, (hms, th_px.double(), True))
+
+
+def test_torch_compile_affine(device):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 12, 10, generator=g).to(device)
+    theta = (torch.eye(2, 3) * 0.8 + 0.05 * torch.randn(3, 2, 3, generator=g)).to(device)
+    bidx = torch.tensor([0, 1, 1], device=device)
+    hms = torch.rand(3, 5, 8, 6, generator=g).to(device)
+
+    def f(x, theta):
+        crops = ops.affine_grid_sample(x, theta, (5, 4), bidx, check=False)
+        back = ops.affine_grid_sample(crops, ops.affine_inverse(theta, check=False), (5, 4), check=False)
+        coords, scores = ops.heatmap_decode(hms, ops.normalized_to_pixel_theta(theta, (8, 6), (8, 6)))
+        return back.square().sum() + coords.sum() * 0
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    x1, t1 = x.clone().requires_grad_(), theta.clone().requires_grad_()
+    x2, t2 = x.clone().requires_grad_(), theta.clone().requires_grad_()
+    compiled(x1, t1).backward()
+    f(x2, t2).backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(t1.grad, t2.grad)

@@ -94,6 +94,18 @@ inline CropNorm make_crop_norm(at::ArrayRef<double> mean, at::ArrayRef<double> s
   return n;
 }
 
+// The `out` of affine_crop_into: [N, C, h, w] contiguous, float32/16/bfloat16,
+// on the frames' device.
+inline void check_crop_out(const char* op, const at::Tensor& frames, const at::Tensor& theta, const at::Tensor& out) {
+  TORCH_CHECK(out.dim() == 4 && frames.dim() == 4 && out.size(0) == theta.size(0) && out.size(1) == frames.size(3),
+              op, ": out must have shape [N, C, h, w] with N = ", theta.size(0), " crops and C = ",
+              frames.dim() == 4 ? frames.size(3) : -1, " channels, got ", shape_str(out));
+  TORCH_CHECK(out.size(2) > 0 && out.size(3) > 0, op, ": out must have h, w > 0, got ", shape_str(out));
+  TORCH_CHECK(out.is_contiguous(), op, ": out must be contiguous");
+  TORCH_CHECK(out.device() == frames.device(), op, ": out is on ", out.device(), " but frames is on ",
+              frames.device());
+}
+
 // Checks of heatmap_decode; returns `hm_to_img` as a contiguous float64 tensor
 // on the heatmaps' device: maps [N, 2, 3], or crop boxes [N, 4] (see
 // decode_map in affine_common.h).

@@ -275,7 +275,7 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
         if (table_ok && X0 > -(1LL << 30) && X0 < (1LL << 30) && Y0 > -(1LL << 30) && Y0 < (1LL << 30)) {
           for (; j + 8 <= w; j += 8)
             if (!avx2::opencv4_8(img, W, H, int32_t(X0), int32_t(Y0), adelta.data(), bdelta.data(), j, rc, lut,
-                                 reinterpret_cast<float*>(out), h * w))
+                                 cval, reinterpret_cast<float*>(out), h * w))
               for (int64_t k = j; k < j + 8; ++k) pixel(k);
         }
       }
@@ -320,8 +320,8 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
 #ifdef RMPE_HAVE_AVX2_PATH
     if (simd)
       for (; j + 8 <= w; j += 8)
-        if (!avx2::bilinear8(img, W, H, thf, rx, ry, j, rc, rounded, lut, norm, reinterpret_cast<float*>(out),
-                             h * w))
+        if (!avx2::bilinear8(img, W, H, thf, rx, ry, j, rc, rounded, lut, norm, value,
+                             reinterpret_cast<float*>(out), h * w))
           for (int64_t k = j; k < j + 8; ++k) pixel(k);
 #endif
     for (; j < w; ++j) pixel(j);
@@ -349,6 +349,20 @@ void crop_forward(const at::Tensor& frames, const at::Tensor& theta, const int64
   });
 }
 
+// Writes the crops into `out` [N, C, h, w] (checked by the callers).
+void crop_into_cpu(const at::Tensor& frames, const at::Tensor& theta, const c10::optional<at::Tensor>& batch_index,
+                   at::ArrayRef<double> mean, at::ArrayRef<double> std, bool reverse_channels, double value,
+                   int64_t interpolation, at::Tensor& out) {
+  if (out.numel() == 0) return;
+  const CropNorm norm = make_crop_norm(mean, std);
+  const at::Tensor fr = frames.contiguous(), th = theta.to(at::kDouble).contiguous();
+  const at::Tensor bidx = batch_index.has_value() ? batch_index->contiguous() : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "affine_crop_cpu", [&] {
+    crop_forward<scalar_t>(fr, th, bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, out, norm,
+                           reverse_channels, float(value), interpolation);
+  });
+}
+
 at::Tensor affine_crop_cpu(const at::Tensor& frames, const at::Tensor& theta, at::IntArrayRef size,
                            const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
                            at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
@@ -356,17 +370,19 @@ at::Tensor affine_crop_cpu(const at::Tensor& frames, const at::Tensor& theta, at
   const char* op = "rmpe_ext::affine_crop";
   check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
   const auto [h, w] = check_size(op, size);
-  const int64_t C = frames.size(3);
-  const CropNorm norm = make_crop_norm(mean, std);
-  const at::Tensor fr = frames.contiguous(), th = theta.to(at::kDouble).contiguous();
-  const at::Tensor bidx = batch_index.has_value() ? batch_index->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({theta.size(0), C, h, w}, frames.options().dtype(dtype));
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "affine_crop_cpu", [&] {
-    crop_forward<scalar_t>(fr, th, bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, out, norm,
-                           reverse_channels, float(value), interpolation);
-  });
+  at::Tensor out = at::empty({theta.size(0), frames.size(3), h, w}, frames.options().dtype(dtype));
+  crop_into_cpu(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
   return out;
+}
+
+void affine_crop_into_cpu(const at::Tensor& frames, const at::Tensor& theta,
+                          const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
+                          at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
+                          at::Tensor out) {
+  const char* op = "rmpe_ext::affine_crop_into";
+  check_crop_out(op, frames, theta, out);
+  check_crop_args(op, frames, theta, batch_index, mean, std, out.scalar_type(), interpolation);
+  crop_into_cpu(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
 }
 
 // ---------------------------------------------------------------- SDTN inverse
@@ -474,6 +490,7 @@ TORCH_LIBRARY_IMPL(rmpe_ext, CPU, m) {
   m.impl("affine_sample", &rmpe::affine_sample_cpu);
   m.impl("_affine_sample_backward", &rmpe::affine_sample_backward_cpu);
   m.impl("affine_crop", &rmpe::affine_crop_cpu);
+  m.impl("affine_crop_into", &rmpe::affine_crop_into_cpu);
   m.impl("affine_inverse", &rmpe::affine_inverse_cpu);
   m.impl("_affine_inverse_backward", &rmpe::affine_inverse_backward_cpu);
   m.impl("heatmap_decode", &rmpe::heatmap_decode_cpu);

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "common/affine_common.h"
 
@@ -21,8 +22,10 @@ namespace avx2 {
 // Orders the streaming stores before the results are used.
 __attribute__((target("avx2"))) inline void fence() { _mm_sfence(); }
 
+// AVX2 paths on when the CPU has AVX2, unless RMPE_EXT_NO_SIMD is set (the
+// tests compare both paths bit for bit).
 inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
+  static const bool has = __builtin_cpu_supports("avx2") && !std::getenv("RMPE_EXT_NO_SIMD");
   return has;
 }
 
@@ -54,12 +57,14 @@ __attribute__((target("avx2"))) inline __m256i byte_of(__m256i v, int k) {
 }
 
 // Exact bilinear of 8 pixels j0..j0+7 of row i (affine_point's arithmetic,
-// torch's weights and order). Returns false, writing nothing, unless all
-// eight have their taps inside the frame.
+// torch's weights and order). Handles the blocks whose taps all lie inside the
+// frame, and those whose taps all lie outside (every tap reads `value`, with
+// make_tap's clamp of far points); returns false, writing nothing, for a block
+// across the frame's edge.
 __attribute__((target("avx2"))) inline bool bilinear8(const uint8_t* img, int64_t W, int64_t H, const float* th,
                                                       float rx, float ry, int64_t j0, const int* rc, bool rounded,
-                                                      const float (*lut)[256], const CropNorm& norm, float* out,
-                                                      int64_t plane) {
+                                                      const float (*lut)[256], const CropNorm& norm, float value,
+                                                      float* out, int64_t plane) {
   const __m256 jv = _mm256_add_ps(_mm256_set1_ps(float(j0)), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7));
   const __m256 x = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(th[0]), jv), _mm256_set1_ps(rx)),
                                  _mm256_set1_ps(th[2]));
@@ -70,7 +75,35 @@ __attribute__((target("avx2"))) inline bool bilinear8(const uint8_t* img, int64_
       _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GE_OQ), _mm256_cmp_ps(y, zero, _CMP_GE_OQ)),
                     _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(float(W - 1)), _CMP_LT_OQ),
                                   _mm256_cmp_ps(y, _mm256_set1_ps(float(H - 1)), _CMP_LT_OQ)));
-  if (_mm256_movemask_ps(inside) != 0xff) return false;
+  if (_mm256_movemask_ps(inside) != 0xff) {
+    // all taps outside: x < -1 or x >= W (floor(x) + 1 < 0 or floor(x) >= W), likewise y
+    const __m256 fw = _mm256_set1_ps(float(W)), fh = _mm256_set1_ps(float(H)), m1 = _mm256_set1_ps(-1.f);
+    const __m256 out_x = _mm256_or_ps(_mm256_cmp_ps(x, m1, _CMP_LT_OQ), _mm256_cmp_ps(x, fw, _CMP_GE_OQ));
+    const __m256 out_y = _mm256_or_ps(_mm256_cmp_ps(y, m1, _CMP_LT_OQ), _mm256_cmp_ps(y, fh, _CMP_GE_OQ));
+    if (_mm256_movemask_ps(_mm256_or_ps(out_x, out_y)) != 0xff) return false;
+    // the weights of make_tap's clamped point, blended over four equal values
+    const __m256 cx = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-2.f)), _mm256_set1_ps(float(W + 1)));
+    const __m256 cy = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-2.f)), _mm256_set1_ps(float(H + 1)));
+    const __m256 fx0 = _mm256_floor_ps(cx), fy0 = _mm256_floor_ps(cy), one = _mm256_set1_ps(1.f);
+    const __m256 ax1 = _mm256_sub_ps(_mm256_add_ps(fx0, one), cx), ax0 = _mm256_sub_ps(cx, fx0);
+    const __m256 ay1 = _mm256_sub_ps(_mm256_add_ps(fy0, one), cy), ay0 = _mm256_sub_ps(cy, fy0);
+    const __m256 p = _mm256_set1_ps(value);
+    __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(ax1, ay1)),
+                                                         _mm256_mul_ps(p, _mm256_mul_ps(ax0, ay1))),
+                                           _mm256_mul_ps(p, _mm256_mul_ps(ax1, ay0))),
+                             _mm256_mul_ps(p, _mm256_mul_ps(ax0, ay0)));
+    if (rounded) {
+      v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v = _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(255.f));
+    }
+    for (int c = 0; c < 3; ++c) {
+      const __m256 o = rounded ? _mm256_i32gather_ps(lut[c], _mm256_cvttps_epi32(v), 4)
+                               : _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(norm.scale[c])),
+                                               _mm256_set1_ps(norm.shift[c]));
+      store8(out + c * plane + j0, o);
+    }
+    return true;
+  }
   const __m256i x0 = _mm256_cvttps_epi32(x), y0 = _mm256_cvttps_epi32(y);
   const __m256 fx0 = _mm256_cvtepi32_ps(x0), fy0 = _mm256_cvtepi32_ps(y0), one = _mm256_set1_ps(1.f);
   const __m256 ax1 = _mm256_sub_ps(_mm256_add_ps(fx0, one), x), ax0 = _mm256_sub_ps(x, fx0);
@@ -104,8 +137,8 @@ __attribute__((target("avx2"))) inline bool bilinear8(const uint8_t* img, int64_
 // normalization table. Returns false unless all taps lie inside the frame.
 __attribute__((target("avx2"))) inline bool opencv4_8(const uint8_t* img, int64_t W, int64_t H, int32_t X0,
                                                       int32_t Y0, const int32_t* adelta, const int32_t* bdelta,
-                                                      int64_t j0, const int* rc, const float (*lut)[256], float* out,
-                                                      int64_t plane) {
+                                                      int64_t j0, const int* rc, const float (*lut)[256], int32_t cval,
+                                                      float* out, int64_t plane) {
   const __m256i X = _mm256_srai_epi32(
       _mm256_add_epi32(_mm256_set1_epi32(X0), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(adelta + j0))), 5);
   const __m256i Y = _mm256_srai_epi32(
@@ -118,7 +151,15 @@ __attribute__((target("avx2"))) inline bool opencv4_8(const uint8_t* img, int64_
       _mm256_and_si256(_mm256_cmpgt_epi32(x0, neg), _mm256_cmpgt_epi32(y0, neg)),
       _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(W - 1)), x0),
                        _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(H - 1)), y0)));
-  if (_mm256_movemask_epi8(ok) != -1) return false;
+  if (_mm256_movemask_epi8(ok) != -1) {
+    // all taps outside (x0 + 1 < 0 or x0 >= W, likewise y): the blend of cval is cval
+    const __m256i all_out = _mm256_or_si256(
+        _mm256_or_si256(_mm256_cmpgt_epi32(neg, x0), _mm256_cmpgt_epi32(x0, _mm256_set1_epi32(int32_t(W - 1)))),
+        _mm256_or_si256(_mm256_cmpgt_epi32(neg, y0), _mm256_cmpgt_epi32(y0, _mm256_set1_epi32(int32_t(H - 1)))));
+    if (_mm256_movemask_epi8(all_out) != -1) return false;
+    for (int c = 0; c < 3; ++c) store8(out + c * plane + j0, _mm256_set1_ps(lut[c][cval]));
+    return true;
+  }
   const __m256i gx = _mm256_sub_epi32(c32, fx), gy = _mm256_sub_epi32(c32, fy);
   const __m256i w00 = _mm256_slli_epi32(_mm256_mullo_epi32(gy, gx), 5), w01 = _mm256_slli_epi32(_mm256_mullo_epi32(gy, fx), 5);
   const __m256i w10 = _mm256_slli_epi32(_mm256_mullo_epi32(fy, gx), 5), w11 = _mm256_slli_epi32(_mm256_mullo_epi32(fy, fx), 5);

@@ -315,6 +315,25 @@ __global__ void crop_kernel(int64_t N, int64_t C, int64_t h, int64_t w, int64_t 
   }
 }
 
+void crop_into_cuda(const at::Tensor& frames, const at::Tensor& theta, const c10::optional<at::Tensor>& batch_index,
+                    at::ArrayRef<double> mean, at::ArrayRef<double> std, bool reverse_channels, double value,
+                    int64_t interpolation, at::Tensor& out) {
+  if (out.numel() == 0) return;
+  cuda::DeviceGuard guard(frames.device());
+  cudaStream_t stream = cuda::current_stream(frames.device());
+  const CropNorm norm = make_crop_norm(mean, std);
+  const at::Tensor fr = frames.contiguous(), th = theta.to(at::kDouble).contiguous();
+  const at::Tensor bidx = batch_index.has_value() ? batch_index->contiguous() : at::Tensor();
+  const int64_t N = out.size(0), C = out.size(1), h = out.size(2), w = out.size(3);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "affine_crop_cuda", [&] {
+    crop_kernel<scalar_t><<<cuda::blocks_for(N * h * w), cuda::kThreads, 0, stream>>>(
+        N, C, h, w, fr.size(0), fr.size(1), fr.size(2), fr.data_ptr<uint8_t>(), th.data_ptr<double>(),
+        bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, norm, reverse_channels, float(value), interpolation,
+        out.data_ptr<scalar_t>());
+  });
+  cuda::check_launch("crop_kernel");
+}
+
 at::Tensor affine_crop_cuda(const at::Tensor& frames, const at::Tensor& theta, at::IntArrayRef size,
                             const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
                             at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
@@ -322,23 +341,19 @@ at::Tensor affine_crop_cuda(const at::Tensor& frames, const at::Tensor& theta, a
   const char* op = "rmpe_ext::affine_crop";
   check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
   const auto [h, w] = check_size(op, size);
-  cuda::DeviceGuard guard(frames.device());
-  cudaStream_t stream = cuda::current_stream(frames.device());
-  const int64_t C = frames.size(3);
-  const CropNorm norm = make_crop_norm(mean, std);
-  const at::Tensor fr = frames.contiguous(), th = theta.to(at::kDouble).contiguous();
-  const at::Tensor bidx = batch_index.has_value() ? batch_index->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({theta.size(0), C, h, w}, frames.options().dtype(dtype));
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "affine_crop_cuda", [&] {
-    const int64_t N = out.size(0);
-    crop_kernel<scalar_t><<<cuda::blocks_for(N * h * w), cuda::kThreads, 0, stream>>>(
-        N, C, h, w, fr.size(0), fr.size(1), fr.size(2), fr.data_ptr<uint8_t>(), th.data_ptr<double>(),
-        bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, norm, reverse_channels, float(value), interpolation,
-        out.data_ptr<scalar_t>());
-  });
-  cuda::check_launch("crop_kernel");
+  at::Tensor out = at::empty({theta.size(0), frames.size(3), h, w}, frames.options().dtype(dtype));
+  crop_into_cuda(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
   return out;
+}
+
+void affine_crop_into_cuda(const at::Tensor& frames, const at::Tensor& theta,
+                           const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
+                           at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
+                           at::Tensor out) {
+  const char* op = "rmpe_ext::affine_crop_into";
+  check_crop_out(op, frames, theta, out);
+  check_crop_args(op, frames, theta, batch_index, mean, std, out.scalar_type(), interpolation);
+  crop_into_cuda(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
 }
 
 // ---------------------------------------------------------------- SDTN inverse
@@ -481,6 +496,7 @@ TORCH_LIBRARY_IMPL(rmpe_ext, CUDA, m) {
   m.impl("affine_sample", &rmpe::affine_sample_cuda);
   m.impl("_affine_sample_backward", &rmpe::affine_sample_backward_cuda);
   m.impl("affine_crop", &rmpe::affine_crop_cuda);
+  m.impl("affine_crop_into", &rmpe::affine_crop_into_cuda);
   m.impl("affine_inverse", &rmpe::affine_inverse_cuda);
   m.impl("_affine_inverse_backward", &rmpe::affine_inverse_backward_cuda);
   m.impl("heatmap_decode", &rmpe::heatmap_decode_cuda);

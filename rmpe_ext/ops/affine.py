@@ -23,6 +23,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ._registry import non_differentiable
+
 __all__ = [
     "affine_grid_sample",
     "affine_sample_px",
@@ -189,7 +191,7 @@ def affine_grid_sample(input: Tensor, theta: Tensor, size: Sequence[int], batch_
 def affine_crop(frames: Tensor, theta_px: Tensor, size: Sequence[int], batch_index: Optional[Tensor] = None,
                 mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                 reverse_channels: bool = False, value: float = 0.0, dtype: torch.dtype = torch.float32,
-                interpolation: str = "bilinear", check: bool = True) -> Tensor:
+                interpolation: str = "bilinear", check: bool = True, out: Optional[Tensor] = None) -> Tensor:
     """Network input crops in one pass: uint8 frames ``[B, H, W, C]`` (or one ``[H, W, C]``
     frame, as OpenCV reads them) -> ``[N, C, h, w]`` in ``dtype`` (float32, float16,
     bfloat16) with ``out[c] = (sample(frame[..., c']) / 255 - mean[c]) / std[c]``,
@@ -205,6 +207,11 @@ def affine_crop(frames: Tensor, theta_px: Tensor, size: Sequence[int], batch_ind
     (points rounded to 1/32 pixel, 15-bit weights). For the OpenCV modes pass
     ``theta_px`` = the inverse of ``M`` as warpAffine computes it
     (:func:`rmpe_ext.presets.cv2_inverse_map`).
+
+    ``out``: a contiguous ``[N, C, h, w]`` tensor to write into (its dtype is used,
+    ``dtype`` ignored): a pipeline that reuses its input batch avoids the cost of
+    fresh memory (the operating system zeroes every new page: about as long as
+    the crops themselves for large batches).
     """
     h, w = _size2(size)
     if interpolation not in _INTERP:
@@ -212,9 +219,15 @@ def affine_crop(frames: Tensor, theta_px: Tensor, size: Sequence[int], batch_ind
     if frames.dim() == 3:
         frames = frames.unsqueeze(0)
     _check_batch_index(batch_index, frames.shape[0] if frames.dim() == 4 else 0, check)
-    return torch.ops.rmpe_ext.affine_crop(frames, theta_px, [h, w], batch_index, [float(m) for m in mean],
-                                          [float(s) for s in std], bool(reverse_channels), float(value),
-                                          _INTERP[interpolation], dtype)
+    mean, std = [float(m) for m in mean], [float(s) for s in std]
+    if out is not None:
+        if tuple(out.shape[2:]) != (h, w):
+            raise ValueError(f"out must have spatial size {(h, w)} (size), got {tuple(out.shape)}")
+        torch.ops.rmpe_ext.affine_crop_into(frames, theta_px, batch_index, mean, std, bool(reverse_channels),
+                                            float(value), _INTERP[interpolation], out)
+        return out
+    return torch.ops.rmpe_ext.affine_crop(frames, theta_px, [h, w], batch_index, mean, std, bool(reverse_channels),
+                                          float(value), _INTERP[interpolation], dtype)
 
 
 # ------------------------------------------------------------------ SDTN
@@ -363,6 +376,8 @@ def _inverse_backward(ctx, grad):
 
 
 torch.library.register_autograd("rmpe_ext::affine_inverse", _inverse_backward, setup_context=_inverse_setup)
+non_differentiable("affine_crop", 10)  # uint8 input, rounded samples
+non_differentiable("heatmap_decode", 3)  # argmax: use soft_argmax for gradients
 
 
 @torch.library.register_fake("rmpe_ext::affine_sample")
@@ -384,6 +399,11 @@ def _affine_sample_backward_fake(grad_out, input, theta, batch_index, padding_mo
 @torch.library.register_fake("rmpe_ext::affine_crop")
 def _affine_crop_fake(frames, theta, size, batch_index, mean, std, reverse_channels, value, interpolation, dtype):
     return frames.new_empty((theta.shape[0], frames.shape[3], size[0], size[1]), dtype=dtype)
+
+
+@torch.library.register_fake("rmpe_ext::affine_crop_into")
+def _affine_crop_into_fake(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out):
+    return None
 
 
 @torch.library.register_fake("rmpe_ext::affine_inverse")

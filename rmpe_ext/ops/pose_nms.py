@@ -32,6 +32,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ._registry import non_differentiable as _non_differentiable
+
 __all__ = [
     "AlphaPoseNMSParams",
     "PaperNMSParams",
@@ -299,22 +301,6 @@ def _soft_oks_nms_fake(poses, joint_scores, boxes, scores, image_index, params, 
     _check_fake(poses, joint_scores, boxes)
     m = torch.library.get_ctx().new_dynamic_size()
     return poses.new_empty((m,), dtype=torch.int64), poses.new_empty((m,))
-
-
-# ---------------------------------------------------------------------------
-# Autograd: NMS decisions are discrete; the outputs of these ops carry no
-# gradient (they do not require grad even when the inputs do), so a backward
-# through them fails loudly instead of silently giving nothing.
-
-
-def _non_differentiable(name: str, n_inputs: int) -> None:
-    def setup_context(ctx, inputs, output):
-        ctx.mark_non_differentiable(*output)
-
-    def backward(ctx, *grads):
-        return (None,) * n_inputs
-
-    torch.library.register_autograd(f"rmpe_ext::{name}", backward, setup_context=setup_context)
 
 
 _non_differentiable("pose_similarity", 6)
