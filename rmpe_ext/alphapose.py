@@ -136,7 +136,8 @@ def heatmaps_to_coords(hms: Tensor, crop_boxes: Tensor):
     the box centre and width."""
     if hms.dim() != 4:
         raise ValueError(f"hms must have shape [N, K, h, w], got {tuple(hms.shape)}")
-    boxes = torch.as_tensor(crop_boxes, device=hms.device)
+    boxes = crop_boxes if isinstance(crop_boxes, Tensor) and crop_boxes.device == hms.device else \
+        torch.as_tensor(crop_boxes, device=hms.device)
     if boxes.dim() != 2 or boxes.shape[1] != 4 or boxes.shape[0] != hms.shape[0]:
         raise ValueError(f"crop_boxes must have shape [N, 4] with N = {hms.shape[0]} (one per heatmap set), "
                          f"got {tuple(boxes.shape)}")

@@ -106,10 +106,10 @@ inline void check_crop_out(const char* op, const at::Tensor& frames, const at::T
               frames.device());
 }
 
-// Checks of heatmap_decode; returns `hm_to_img` as a contiguous float64 tensor
-// on the heatmaps' device: maps [N, 2, 3], or crop boxes [N, 4] (see
-// decode_map in affine_common.h).
-inline at::Tensor check_decode(const char* op, const at::Tensor& heatmaps, const at::Tensor& hm_to_img) {
+// Checks of heatmap_decode's arguments. `hm_to_img`: maps [N, 2, 3], or crop
+// boxes [N, 4] (see decode_map in affine_common.h); the kernels read it as
+// float64 (see decode_maps_f64).
+inline void check_decode(const char* op, const at::Tensor& heatmaps, const at::Tensor& hm_to_img) {
   TORCH_CHECK(heatmaps.dim() == 4, op, ": heatmaps must have shape [N, K, h, w], got ", heatmaps.dim(),
               "-D tensor of shape ", shape_str(heatmaps));
   TORCH_CHECK(at::isFloatingType(heatmaps.scalar_type()), op, ": heatmaps must be floating point, got ",
@@ -125,6 +125,5 @@ inline at::Tensor check_decode(const char* op, const at::Tensor& heatmaps, const
               " but heatmaps is on ", heatmaps.device());
   TORCH_CHECK(hm_to_img.size(0) == heatmaps.size(0), op, ": hm_to_img must have one map or box per heatmap set (",
               heatmaps.size(0), "), got ", hm_to_img.size(0));
-  return hm_to_img.to(at::kDouble).contiguous();
 }
 }  // namespace rmpe

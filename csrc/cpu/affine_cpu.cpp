@@ -434,8 +434,14 @@ at::Tensor affine_inverse_backward_cpu(const at::Tensor& grad_gamma, const at::T
 std::tuple<at::Tensor, at::Tensor> heatmap_decode_cpu(const at::Tensor& heatmaps, const at::Tensor& hm_to_img,
                                                       bool quarter) {
   const char* op = "rmpe_ext::heatmap_decode";
-  const at::Tensor M = check_decode(op, heatmaps, hm_to_img);
-  const bool boxes = M.dim() == 2;
+  check_decode(op, heatmaps, hm_to_img);
+  const bool boxes = hm_to_img.dim() == 2;
+  std::vector<double> maps(hm_to_img.numel());  // read as float64 without an ATen op
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, hm_to_img.scalar_type(), "heatmap_decode_maps", [&] {
+    const at::Tensor c = hm_to_img.contiguous();
+    const scalar_t* src = c.data_ptr<scalar_t>();
+    for (size_t k = 0; k < maps.size(); ++k) maps[k] = static_cast<double>(src[k]);
+  });
   const at::Tensor hm = heatmaps.contiguous();
   const int64_t N = hm.size(0), K = hm.size(1), h = hm.size(2), w = hm.size(3);
   const auto out_dtype = at::toOpMathType(hm.scalar_type());
@@ -444,7 +450,7 @@ std::tuple<at::Tensor, at::Tensor> heatmap_decode_cpu(const at::Tensor& heatmaps
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, hm.scalar_type(), "heatmap_decode_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* H = hm.data_ptr<scalar_t>();
-    const double* m = M.data_ptr<double>();
+    const double* m = maps.data();
     acc_t* co = coords.data_ptr<acc_t>();
     scalar_t* sc = scores.data_ptr<scalar_t>();
     at::parallel_for(0, N * K, 16, [&](int64_t lo, int64_t hi) {

@@ -472,7 +472,8 @@ __global__ void decode_kernel(int64_t NK, int64_t K, int64_t h, int64_t w, const
 std::tuple<at::Tensor, at::Tensor> heatmap_decode_cuda(const at::Tensor& heatmaps, const at::Tensor& hm_to_img,
                                                        bool quarter) {
   const char* op = "rmpe_ext::heatmap_decode";
-  const at::Tensor Md = check_decode(op, heatmaps, hm_to_img);
+  check_decode(op, heatmaps, hm_to_img);
+  const at::Tensor Md = hm_to_img.to(at::kDouble).contiguous();
   cuda::DeviceGuard guard(heatmaps.device());
   cudaStream_t stream = cuda::current_stream(heatmaps.device());
   const at::Tensor hm = heatmaps.contiguous();
