@@ -32,7 +32,8 @@ test: install
 	$(PY) -m pytest -q benchmarks --benchmark-disable
 
 bench: install
-	$(PY) -m pytest benchmarks
+	RMPE_BENCH_THREADS=1 RMPE_BENCH_REPORT=benchmarks/last_run_pose_nms.md $(PY) -m pytest benchmarks/test_bench_pose_nms.py
+	RMPE_BENCH_THREADS=2 RMPE_BENCH_REPORT=benchmarks/last_run_affine.md $(PY) -m pytest benchmarks/test_bench_affine.py
 
 cuda-check: $(VENV)/.deps
 	PATH=$(abspath $(VENV))/bin:$$PATH tools/compile_cuda.sh sm_90

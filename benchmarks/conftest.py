@@ -66,7 +66,7 @@ def _machine():
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """Prints, and writes to benchmarks/last_run.md, each benchmark's median and
+    """Prints, and writes to $RMPE_BENCH_REPORT (default benchmarks/last_run.md), each benchmark's median and
     its ratio to every baseline of its group (the benchmarks named
     ``test_baseline_*``), all measured in this run."""
     bs = getattr(config, "_benchmarksession", None)
@@ -86,4 +86,5 @@ def pytest_terminal_summary(terminalreporter, config):
     text = "\n".join(lines) + "\n"
     terminalreporter.write_sep("=", "rmpe_ext benchmark ratios (same run)")
     terminalreporter.write(text)
-    (ROOT / "benchmarks" / "last_run.md").write_text(text)
+    report = pathlib.Path(os.environ.get("RMPE_BENCH_REPORT", ROOT / "benchmarks" / "last_run.md"))
+    (report if report.is_absolute() else ROOT / report).write_text(text)
