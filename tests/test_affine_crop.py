@@ -110,13 +110,18 @@ def _alphapose_test_transform(src, bbox, input_size=(256, 192)):
 
 
 def _real_frames(shared_data):
-    folder = shared_data / "mmpose_tests" / "coco"
-    dets = json.loads((folder / "test_coco_det_AP_H_56.json").read_text())
-    for image_id in sorted({d["image_id"] for d in dets}):
-        bgr = cv2.imread(str(folder / f"{image_id:012d}.jpg"))
-        boxes = torch.tensor([[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3]]
-                              for d in dets if d["image_id"] == image_id], dtype=torch.float32)
-        yield bgr, boxes
+    """(BGR image, AP_H_56 boxes xyxy) of mmpose_tests/coco (4 images, 118 boxes) and coco_mini
+    (19 images, 678 boxes)."""
+    sets = [(shared_data / "mmpose_tests" / "coco", "test_coco_det_AP_H_56.json"),
+            (shared_data / "coco_mini" / "val2017", "../COCO_val2017_detections_AP_H_56_person_cocomini.json")]
+    for folder, dets_file in sets:
+        dets = json.loads((folder / dets_file).read_text())
+        for image_id in sorted({d["image_id"] for d in dets}):
+            bgr = cv2.imread(str(folder / f"{image_id:012d}.jpg"))
+            boxes = torch.tensor([[d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2],
+                                   d["bbox"][1] + d["bbox"][3]] for d in dets if d["image_id"] == image_id],
+                                 dtype=torch.float32)
+            yield bgr, boxes
 
 
 def test_crop_persons_matches_alphapose_on_real_images(shared_data, device):

@@ -54,18 +54,18 @@ __global__ void sample_forward_kernel(int64_t N, int64_t C, int64_t h, int64_t w
   }
 }
 
-// Block (n, chunk): the six sums d loss / d theta_px of crop n over its pixels
-// [chunk * span, (chunk + 1) * span), reduced in the block, written to
+// Block n * chunks + chunk: the six sums d loss / d theta_px of crop n over its
+// pixels [chunk * span, (chunk + 1) * span), reduced in the block, written to
 // partial[n][chunk][6]. No atomics: the result does not depend on scheduling.
 template <typename scalar_t>
 __global__ void sample_backward_theta_kernel(int64_t C, int64_t h, int64_t w, int64_t B, int64_t H, int64_t W,
                                              const scalar_t* __restrict__ go, const scalar_t* __restrict__ in,
                                              const at::opmath_type<scalar_t>* __restrict__ th_all,
                                              const int64_t* __restrict__ bidx, int64_t padding,
-                                             at::opmath_type<scalar_t> pad, int64_t span,
+                                             at::opmath_type<scalar_t> pad, int64_t span, int64_t chunks,
                                              at::opmath_type<scalar_t>* __restrict__ partial) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t n = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+  const int64_t n = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int64_t b = crop_image(bidx, n, B);
   const acc_t* th = th_all + n * 6;
   acc_t s[6] = {0, 0, 0, 0, 0, 0};
@@ -262,10 +262,10 @@ std::tuple<at::Tensor, at::Tensor> affine_sample_backward_cuda(const at::Tensor&
         const int64_t span = 8 * cuda::kThreads;
         const int64_t chunks = (h * w + span - 1) / span;
         at::Tensor partial = at::empty({N, chunks, 6}, th.options());
-        const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(N));
-        sample_backward_theta_kernel<scalar_t><<<grid, cuda::kThreads, 0, stream>>>(
+        TORCH_CHECK(N * chunks < (1LL << 31), op, ": too many crops for one launch (", N, ")");
+        sample_backward_theta_kernel<scalar_t><<<static_cast<unsigned>(N * chunks), cuda::kThreads, 0, stream>>>(
             C, h, w, B, H, W, go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), bidx,
-            padding, pad, span, partial.data_ptr<acc_t>());
+            padding, pad, span, chunks, partial.data_ptr<acc_t>());
         cuda::check_launch("sample_backward_theta_kernel");
         grad_theta = partial.sum(1).view({N, 2, 3}).to(theta.scalar_type());
       } else {
