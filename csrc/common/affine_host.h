@@ -106,9 +106,34 @@ inline void check_crop_out(const char* op, const at::Tensor& frames, const at::T
               frames.device());
 }
 
+// affine_crop and affine_crop_into of a backend, given its
+// crop_into(frames, theta, batch_index, mean, std, reverse, value, interpolation, out).
+template <typename CropInto>
+at::Tensor affine_crop_impl(CropInto crop_into, const at::Tensor& frames, const at::Tensor& theta,
+                            at::IntArrayRef size, const c10::optional<at::Tensor>& batch_index,
+                            at::ArrayRef<double> mean, at::ArrayRef<double> std, bool reverse_channels, double value,
+                            int64_t interpolation, at::ScalarType dtype) {
+  const char* op = "rmpe_ext::affine_crop";
+  check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
+  const auto hw = check_size(op, size);
+  at::Tensor out = at::empty({theta.size(0), frames.size(3), hw.first, hw.second}, frames.options().dtype(dtype));
+  crop_into(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
+  return out;
+}
+
+template <typename CropInto>
+void affine_crop_into_impl(CropInto crop_into, const at::Tensor& frames, const at::Tensor& theta,
+                           const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
+                           at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
+                           at::Tensor out) {
+  const char* op = "rmpe_ext::affine_crop_into";
+  check_crop_out(op, frames, theta, out);
+  check_crop_args(op, frames, theta, batch_index, mean, std, out.scalar_type(), interpolation);
+  crop_into(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
+}
+
 // Checks of heatmap_decode's arguments. `hm_to_img`: maps [N, 2, 3], or crop
-// boxes [N, 4] (see decode_map in affine_common.h); the kernels read it as
-// float64 (see decode_maps_f64).
+// boxes [N, 4] (see decode_map in affine_common.h); the kernels read it as float64.
 inline void check_decode(const char* op, const at::Tensor& heatmaps, const at::Tensor& hm_to_img) {
   TORCH_CHECK(heatmaps.dim() == 4, op, ": heatmaps must have shape [N, K, h, w], got ", heatmaps.dim(),
               "-D tensor of shape ", shape_str(heatmaps));

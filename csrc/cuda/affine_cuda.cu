@@ -338,22 +338,16 @@ at::Tensor affine_crop_cuda(const at::Tensor& frames, const at::Tensor& theta, a
                             const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
                             at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
                             at::ScalarType dtype) {
-  const char* op = "rmpe_ext::affine_crop";
-  check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
-  const auto [h, w] = check_size(op, size);
-  at::Tensor out = at::empty({theta.size(0), frames.size(3), h, w}, frames.options().dtype(dtype));
-  crop_into_cuda(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
-  return out;
+  return affine_crop_impl(&crop_into_cuda, frames, theta, size, batch_index, mean, std, reverse_channels, value,
+                          interpolation, dtype);
 }
 
 void affine_crop_into_cuda(const at::Tensor& frames, const at::Tensor& theta,
                            const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
                            at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
                            at::Tensor out) {
-  const char* op = "rmpe_ext::affine_crop_into";
-  check_crop_out(op, frames, theta, out);
-  check_crop_args(op, frames, theta, batch_index, mean, std, out.scalar_type(), interpolation);
-  crop_into_cuda(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
+  affine_crop_into_impl(&crop_into_cuda, frames, theta, batch_index, mean, std, reverse_channels, value,
+                        interpolation, out);
 }
 
 // ---------------------------------------------------------------- SDTN inverse
