@@ -189,3 +189,21 @@ def test_crop_into_a_preallocated_batch(device):
         ops.affine_crop(frames, theta, (12, 9), bidx, out=torch.empty(3, 3, 12, 8, device=device))
     with pytest.raises(RuntimeError, match="out must be contiguous"):
         ops.affine_crop(frames, theta, (12, 9), bidx, out=torch.empty(3, 3, 9, 12, device=device).transpose(2, 3))
+
+
+def test_alphapose_affine_is_get_affine_transform():
+    transforms = pytest.importorskip("alphapose.utils.transforms")
+    from alphapose.utils.bbox import _box_to_center_scale
+
+    from rmpe_ext.presets import alphapose_affine
+
+    rng = np.random.default_rng(0)
+    boxes = np.concatenate([rng.uniform(0, 1500, (64, 2)), rng.uniform(20, 600, (64, 2))], 1).astype(np.float32)
+    xyxy = torch.from_numpy(np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], 1))
+    center, scale, _ = alphapose_crop_boxes(xyxy, (256, 192))
+    mine = alphapose_affine(center.numpy(), scale.numpy(), (256, 192))
+    for k, (x1, y1, x2, y2) in enumerate(xyxy):  # as test_transform calls it: a float32 box tensor
+        c, s = _box_to_center_scale(x1, y1, x2 - x1, y2 - y1, 0.75)
+        np.testing.assert_array_equal(c, center[k].numpy())
+        np.testing.assert_array_equal(s, scale[k].numpy())
+        np.testing.assert_array_equal(mine[k], transforms.get_affine_transform(c, s, 0, [192, 256]))
