@@ -101,7 +101,6 @@ setup(
     version="0.1.0",
     description="RMPE (regional multi-person pose estimation) kernels for PyTorch: pose NMS, affine crops, decode",
     packages=find_packages(include=["rmpe_ext", "rmpe_ext.*"]),
-    package_data={"rmpe_ext": ["data/*"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
