@@ -127,6 +127,77 @@ RMPE_HD void affine_point(const T* th, T j, T i, T& x, T& y) {
   y = fp::add(fp::add(fp::mul(th[3], j), fp::mul(th[4], i)), th[5]);
 }
 
+// ---- the sampler's work for one output pixel, shared by the CPU and CUDA
+// kernels: input [B, C, H, W] stored as S, computed as T; output and upstream
+// gradient [N, C, h, w]; crop n reads image b (-1: out of range, NaN out).
+struct SampleGeom {
+  int64_t C, h, w, H, W;
+};
+
+// The tap of output pixel (j, i) of a crop with pixel theta `th`.
+template <typename T>
+RMPE_HD Tap<T> pixel_tap(const T* th, int64_t j, int64_t i, const SampleGeom& g, int64_t padding, int64_t b) {
+  T x, y;
+  affine_point(th, T(j), T(i), x, y);
+  Tap<T> t = make_tap(x, y, g.W, g.H, padding);
+  if (b < 0) t.nan = true;
+  return t;
+}
+
+// Forward: out[n, :, i, j].
+template <typename T, typename S>
+RMPE_HD void sample_pixel(const S* in, const T* th, int64_t b, int64_t n, int64_t i, int64_t j, const SampleGeom& g,
+                          int64_t padding, T pad, S* out) {
+  const Tap<T> t = pixel_tap(th, j, i, g, padding, b);
+  const TapWeights<T> wt = tap_weights(t);
+  for (int64_t c = 0; c < g.C; ++c) {
+    const S* plane = in + ((b < 0 ? 0 : b) * g.C + c) * g.H * g.W;
+    const auto load = [plane](int64_t off) { return static_cast<T>(plane[off]); };
+    out[((n * g.C + c) * g.h + i) * g.w + j] = static_cast<S>(bilinear(t, wt, load, g.W, g.H, pad));
+  }
+}
+
+// Backward to theta: d loss / d (x, y) of the point of pixel (j, i), summed
+// over channels (0 where border clamping holds it, NaN where the tap is NaN).
+template <typename T, typename S>
+RMPE_HD void sample_point_grad(const S* in, const S* go, const T* th, int64_t b, int64_t n, int64_t i, int64_t j,
+                               const SampleGeom& g, int64_t padding, T pad, T& gx, T& gy) {
+  const Tap<T> t = pixel_tap(th, j, i, g, padding, b);
+  gx = gy = T(0);
+  if (t.nan) {
+    gx = gy = T(0) / T(0);
+    return;
+  }
+  for (int64_t c = 0; c < g.C; ++c) {
+    const S* plane = in + (b * g.C + c) * g.H * g.W;
+    const auto load = [plane](int64_t off) { return static_cast<T>(plane[off]); };
+    bilinear_point_grad(t, load, g.W, g.H, pad, static_cast<T>(go[((n * g.C + c) * g.h + i) * g.w + j]), gx, gy);
+  }
+  gx *= t.gx;
+  gy *= t.gy;
+}
+
+// Adds a point gradient to the six sums d loss / d theta_px
+// (x = t0 j + t1 i + t2, y = t3 j + t4 i + t5), accumulated in A.
+template <typename A, typename T>
+RMPE_HD void add_theta_grad(A* s, T gx, T gy, int64_t j, int64_t i) {
+  s[0] += A(gx) * A(j);
+  s[1] += A(gx) * A(i);
+  s[2] += A(gx);
+  s[3] += A(gy) * A(j);
+  s[4] += A(gy) * A(i);
+  s[5] += A(gy);
+}
+
+// f(offset y * W + x, weight) for each of the four taps inside the image.
+template <typename T, typename F>
+RMPE_HD void for_each_tap(const Tap<T>& t, const TapWeights<T>& w, int64_t W, int64_t H, F&& f) {
+  if (in_image(t.x0, t.y0, W, H)) f(t.y0 * W + t.x0, w.nw);
+  if (in_image(t.x0 + 1, t.y0, W, H)) f(t.y0 * W + t.x0 + 1, w.ne);
+  if (in_image(t.x0, t.y0 + 1, W, H)) f((t.y0 + 1) * W + t.x0, w.sw);
+  if (in_image(t.x0 + 1, t.y0 + 1, W, H)) f((t.y0 + 1) * W + t.x0 + 1, w.se);
+}
+
 // Interpolation of the uint8 crop kernel.
 enum CropInterp : int64_t { kInterpBilinear = 0, kInterpBilinearU8 = 1, kInterpOpenCV4 = 2 };
 

@@ -35,29 +35,16 @@ template <typename scalar_t>
 void sample_forward(const at::Tensor& input, const at::Tensor& theta, const int64_t* bidx, at::Tensor& out,
                     int64_t padding, double value) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = out.size(0), C = out.size(1), h = out.size(2), w = out.size(3);
-  const int64_t B = input.size(0), H = input.size(2), W = input.size(3);
+  const SampleGeom g{out.size(1), out.size(2), out.size(3), input.size(2), input.size(3)};
+  const int64_t B = input.size(0);
   const scalar_t* in = input.data_ptr<scalar_t>();
-  const acc_t* th_all = theta.data_ptr<acc_t>();
+  const acc_t* th = theta.data_ptr<acc_t>();
   scalar_t* o = out.data_ptr<scalar_t>();
   const acc_t pad = padding == kPadConstant ? acc_t(value) : acc_t(0);
-  at::parallel_for(0, N * h, kRowGrain, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, out.size(0) * g.h, kRowGrain, [&](int64_t lo, int64_t hi) {
     for (int64_t row = lo; row < hi; ++row) {
-      const int64_t n = row / h, i = row % h;
-      const int64_t b = crop_image(bidx, n, B);
-      const acc_t* th = th_all + n * 6;
-      for (int64_t j = 0; j < w; ++j) {
-        acc_t x, y;
-        affine_point(th, acc_t(j), acc_t(i), x, y);
-        Tap<acc_t> t = make_tap(x, y, W, H, padding);
-        if (b < 0) t.nan = true;
-        const TapWeights<acc_t> wt = tap_weights(t);
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* plane = in + ((b < 0 ? 0 : b) * C + c) * H * W;
-          const auto load = [plane](int64_t off) { return static_cast<acc_t>(plane[off]); };
-          o[((n * C + c) * h + i) * w + j] = static_cast<scalar_t>(bilinear(t, wt, load, W, H, pad));
-        }
-      }
+      const int64_t n = row / g.h, i = row % g.h, b = crop_image(bidx, n, B);
+      for (int64_t j = 0; j < g.w; ++j) sample_pixel(in, th + n * 6, b, n, i, j, g, padding, pad, o);
     }
   });
 }
@@ -67,44 +54,23 @@ template <typename scalar_t>
 void sample_backward_theta(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& theta,
                            const int64_t* bidx, at::Tensor& grad_theta, int64_t padding, double value) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = grad_out.size(0), C = grad_out.size(1), h = grad_out.size(2), w = grad_out.size(3);
-  const int64_t B = input.size(0), H = input.size(2), W = input.size(3);
+  const SampleGeom g{grad_out.size(1), grad_out.size(2), grad_out.size(3), input.size(2), input.size(3)};
+  const int64_t B = input.size(0);
   const scalar_t* in = input.data_ptr<scalar_t>();
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
-  const acc_t* th_all = theta.data_ptr<acc_t>();
+  const acc_t* th = theta.data_ptr<acc_t>();
   acc_t* gt = grad_theta.data_ptr<acc_t>();
   const acc_t pad = padding == kPadConstant ? acc_t(value) : acc_t(0);
-  at::parallel_for(0, N, 1, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, grad_out.size(0), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t n = lo; n < hi; ++n) {
       const int64_t b = crop_image(bidx, n, B);
-      const acc_t* th = th_all + n * 6;
       double s[6] = {0, 0, 0, 0, 0, 0};
-      for (int64_t i = 0; i < h; ++i) {
-        for (int64_t j = 0; j < w; ++j) {
-          acc_t x, y;
-          affine_point(th, acc_t(j), acc_t(i), x, y);
-          const Tap<acc_t> t = make_tap(x, y, W, H, padding);
-          acc_t gx = 0, gy = 0;
-          if (t.nan || b < 0) {
-            gx = gy = acc_t(0) / acc_t(0);
-          } else {
-            for (int64_t c = 0; c < C; ++c) {
-              const scalar_t* plane = in + (b * C + c) * H * W;
-              const auto load = [plane](int64_t off) { return static_cast<acc_t>(plane[off]); };
-              bilinear_point_grad(t, load, W, H, pad, static_cast<acc_t>(go[((n * C + c) * h + i) * w + j]), gx,
-                                  gy);
-            }
-            gx *= t.gx;
-            gy *= t.gy;
-          }
-          s[0] += double(gx) * j;
-          s[1] += double(gx) * i;
-          s[2] += double(gx);
-          s[3] += double(gy) * j;
-          s[4] += double(gy) * i;
-          s[5] += double(gy);
+      for (int64_t i = 0; i < g.h; ++i)
+        for (int64_t j = 0; j < g.w; ++j) {
+          acc_t gx, gy;
+          sample_point_grad(in, go, th + n * 6, b, n, i, j, g, padding, pad, gx, gy);
+          add_theta_grad(s, gx, gy, j, i);
         }
-      }
       for (int k = 0; k < 6; ++k) gt[n * 6 + k] = acc_t(s[k]);
     }
   });
@@ -116,33 +82,26 @@ template <typename scalar_t>
 void sample_backward_input(const at::Tensor& grad_out, const at::Tensor& theta, const int64_t* bidx,
                            at::Tensor& grad_in_acc, int64_t padding) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = grad_out.size(0), C = grad_out.size(1), h = grad_out.size(2), w = grad_out.size(3);
-  const int64_t B = grad_in_acc.size(0), H = grad_in_acc.size(2), W = grad_in_acc.size(3);
+  const SampleGeom g{grad_out.size(1), grad_out.size(2), grad_out.size(3), grad_in_acc.size(2),
+                     grad_in_acc.size(3)};
+  const int64_t N = grad_out.size(0), B = grad_in_acc.size(0);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
-  const acc_t* th_all = theta.data_ptr<acc_t>();
+  const acc_t* th = theta.data_ptr<acc_t>();
   acc_t* gi = grad_in_acc.data_ptr<acc_t>();
-  at::parallel_for(0, B * C, 1, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, B * g.C, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t plane = lo; plane < hi; ++plane) {
-      const int64_t b = plane / C, c = plane % C;
-      acc_t* g = gi + plane * H * W;
+      const int64_t b = plane / g.C, c = plane % g.C;
+      acc_t* dst = gi + plane * g.H * g.W;
       for (int64_t n = 0; n < N; ++n) {
         if (crop_image(bidx, n, B) != b) continue;
-        const acc_t* th = th_all + n * 6;
-        const scalar_t* gplane = go + (n * C + c) * h * w;
-        for (int64_t i = 0; i < h; ++i) {
-          for (int64_t j = 0; j < w; ++j) {
-            acc_t x, y;
-            affine_point(th, acc_t(j), acc_t(i), x, y);
-            const Tap<acc_t> t = make_tap(x, y, W, H, padding);
+        const scalar_t* gplane = go + (n * g.C + c) * g.h * g.w;
+        for (int64_t i = 0; i < g.h; ++i)
+          for (int64_t j = 0; j < g.w; ++j) {
+            const Tap<acc_t> t = pixel_tap(th + n * 6, j, i, g, padding, b);
             if (t.nan) continue;
-            const TapWeights<acc_t> wt = tap_weights(t);
-            const acc_t gv = static_cast<acc_t>(gplane[i * w + j]);
-            if (in_image(t.x0, t.y0, W, H)) g[t.y0 * W + t.x0] += gv * wt.nw;
-            if (in_image(t.x0 + 1, t.y0, W, H)) g[t.y0 * W + t.x0 + 1] += gv * wt.ne;
-            if (in_image(t.x0, t.y0 + 1, W, H)) g[(t.y0 + 1) * W + t.x0] += gv * wt.sw;
-            if (in_image(t.x0 + 1, t.y0 + 1, W, H)) g[(t.y0 + 1) * W + t.x0 + 1] += gv * wt.se;
+            const acc_t gv = static_cast<acc_t>(gplane[i * g.w + j]);
+            for_each_tap(t, tap_weights(t), g.W, g.H, [&](int64_t off, acc_t wgt) { dst[off] += gv * wgt; });
           }
-        }
       }
     }
   });
@@ -295,11 +254,13 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
       const float y = fp::add(fp::add(fp::mul(thf[3], jf), ry), thf[5]);
       float v[C];
       if (x >= 0.f && y >= 0.f && x < xmax && y < ymax) {
-        const int64_t x0 = static_cast<int64_t>(x), y0 = static_cast<int64_t>(y);
-        const float fx0 = float(x0), fy0 = float(y0);
-        const TapWeights<float> wt = {fp::mul(fx0 + 1.f - x, fy0 + 1.f - y), fp::mul(x - fx0, fy0 + 1.f - y),
-                                      fp::mul(fx0 + 1.f - x, y - fy0), fp::mul(x - fx0, y - fy0)};
-        const uint8_t* p = img + (y0 * W + x0) * C;
+        Tap<float> t;  // make_tap's result for a point inside (floor = truncation)
+        t.x = x;
+        t.y = y;
+        t.x0 = static_cast<int64_t>(x);
+        t.y0 = static_cast<int64_t>(y);
+        const TapWeights<float> wt = tap_weights(t);
+        const uint8_t* p = img + (t.y0 * W + t.x0) * C;
         const uint8_t* q = p + W * C;
         for (int c = 0; c < C; ++c)
           v[c] = blend(wt, kU8ToFloat[p[rc[c]]], kU8ToFloat[p[C + rc[c]]], kU8ToFloat[q[rc[c]]],
@@ -406,15 +367,17 @@ at::Tensor affine_inverse_backward_cpu(const at::Tensor& grad_gamma, const at::T
   at::Tensor dth = at::empty_like(th);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, th.scalar_type(), "affine_inverse_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t *pt = th.data_ptr<scalar_t>(), *pg = g.data_ptr<scalar_t>(), *pd = dg.data_ptr<scalar_t>();
+    scalar_t* out = dth.data_ptr<scalar_t>();
     for (int64_t n = 0; n < th.size(0); ++n) {
       acc_t a[6], b[6], c[6], r[6];
       for (int k = 0; k < 6; ++k) {
-        a[k] = static_cast<acc_t>(th.data_ptr<scalar_t>()[n * 6 + k]);
-        b[k] = static_cast<acc_t>(g.data_ptr<scalar_t>()[n * 6 + k]);
-        c[k] = static_cast<acc_t>(dg.data_ptr<scalar_t>()[n * 6 + k]);
+        a[k] = static_cast<acc_t>(pt[n * 6 + k]);
+        b[k] = static_cast<acc_t>(pg[n * 6 + k]);
+        c[k] = static_cast<acc_t>(pd[n * 6 + k]);
       }
       affine_invert_backward(a, b, c, r);
-      for (int k = 0; k < 6; ++k) dth.data_ptr<scalar_t>()[n * 6 + k] = static_cast<scalar_t>(r[k]);
+      for (int k = 0; k < 6; ++k) out[n * 6 + k] = static_cast<scalar_t>(r[k]);
     }
   });
   return dth;
@@ -472,10 +435,11 @@ std::tuple<at::Tensor, at::Tensor> heatmap_decode_cpu(const at::Tensor& heatmaps
         const auto load = [p](int64_t off) { return static_cast<acc_t>(p[off]); };
         acc_t px, py;
         alphapose_refine(load, h, w, best, bv, quarter, px, py);
-        double a[6];
+        double a[6], x, y;
         decode_map(m + (nk / K) * (boxes ? 4 : 6), boxes, h, w, a);
-        co[nk * 2] = static_cast<acc_t>(a[0] * px + a[1] * py + a[2]);
-        co[nk * 2 + 1] = static_cast<acc_t>(a[3] * px + a[4] * py + a[5]);
+        affine_point(a, double(px), double(py), x, y);
+        co[nk * 2] = static_cast<acc_t>(x);
+        co[nk * 2 + 1] = static_cast<acc_t>(y);
         sc[nk] = p[best];
       }
     });

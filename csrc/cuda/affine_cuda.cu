@@ -23,34 +23,15 @@ constexpr unsigned kFull = 0xffffffffu;
 __device__ __forceinline__ int64_t gthread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
 __device__ __forceinline__ int64_t gstride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
-template <typename T>
-__device__ __forceinline__ T to_acc(T v) {
-  return v;
-}
-__device__ __forceinline__ float to_acc(c10::Half v) { return static_cast<float>(v); }
-__device__ __forceinline__ float to_acc(c10::BFloat16 v) { return static_cast<float>(v); }
-
 // ---------------------------------------------------------------- sampler
 
 template <typename scalar_t>
-__global__ void sample_forward_kernel(int64_t N, int64_t C, int64_t h, int64_t w, int64_t B, int64_t H, int64_t W,
-                                      const scalar_t* __restrict__ in, const at::opmath_type<scalar_t>* __restrict__ th_all,
-                                      const int64_t* __restrict__ bidx, int64_t padding,
-                                      at::opmath_type<scalar_t> pad, scalar_t* __restrict__ out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t t = gthread(); t < N * h * w; t += gstride()) {
-    const int64_t j = t % w, i = (t / w) % h, n = t / (h * w);
-    const int64_t b = crop_image(bidx, n, B);
-    acc_t x, y;
-    affine_point(th_all + n * 6, acc_t(j), acc_t(i), x, y);
-    Tap<acc_t> tp = make_tap(x, y, W, H, padding);
-    if (b < 0) tp.nan = true;
-    const TapWeights<acc_t> wt = tap_weights(tp);
-    for (int64_t c = 0; c < C; ++c) {
-      const scalar_t* plane = in + ((b < 0 ? 0 : b) * C + c) * H * W;
-      const auto load = [plane](int64_t off) { return to_acc(plane[off]); };
-      out[((n * C + c) * h + i) * w + j] = static_cast<scalar_t>(bilinear(tp, wt, load, W, H, pad));
-    }
+__global__ void sample_forward_kernel(int64_t N, SampleGeom g, int64_t B, const scalar_t* __restrict__ in,
+                                      const at::opmath_type<scalar_t>* __restrict__ th, const int64_t* __restrict__ bidx,
+                                      int64_t padding, at::opmath_type<scalar_t> pad, scalar_t* __restrict__ out) {
+  for (int64_t t = gthread(); t < N * g.h * g.w; t += gstride()) {
+    const int64_t j = t % g.w, i = (t / g.w) % g.h, n = t / (g.h * g.w);
+    sample_pixel(in, th + n * 6, crop_image(bidx, n, B), n, i, j, g, padding, pad, out);
   }
 }
 
@@ -58,8 +39,8 @@ __global__ void sample_forward_kernel(int64_t N, int64_t C, int64_t h, int64_t w
 // pixels [chunk * span, (chunk + 1) * span), reduced in the block, written to
 // partial[n][chunk][6]. No atomics: the result does not depend on scheduling.
 template <typename scalar_t>
-__global__ void sample_backward_theta_kernel(int64_t C, int64_t h, int64_t w, int64_t B, int64_t H, int64_t W,
-                                             const scalar_t* __restrict__ go, const scalar_t* __restrict__ in,
+__global__ void sample_backward_theta_kernel(SampleGeom g, int64_t B, const scalar_t* __restrict__ go,
+                                             const scalar_t* __restrict__ in,
                                              const at::opmath_type<scalar_t>* __restrict__ th_all,
                                              const int64_t* __restrict__ bidx, int64_t padding,
                                              at::opmath_type<scalar_t> pad, int64_t span, int64_t chunks,
@@ -67,32 +48,13 @@ __global__ void sample_backward_theta_kernel(int64_t C, int64_t h, int64_t w, in
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t n = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int64_t b = crop_image(bidx, n, B);
-  const acc_t* th = th_all + n * 6;
   acc_t s[6] = {0, 0, 0, 0, 0, 0};
-  const int64_t lo = chunk * span, hi = lo + span < h * w ? lo + span : h * w;
+  const int64_t lo = chunk * span, hi = lo + span < g.h * g.w ? lo + span : g.h * g.w;
   for (int64_t p = lo + threadIdx.x; p < hi; p += blockDim.x) {
-    const int64_t i = p / w, j = p % w;
-    acc_t x, y;
-    affine_point(th, acc_t(j), acc_t(i), x, y);
-    const Tap<acc_t> tp = make_tap(x, y, W, H, padding);
-    acc_t gx = 0, gy = 0;
-    if (tp.nan || b < 0) {
-      gx = gy = acc_t(0) / acc_t(0);
-    } else {
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* plane = in + (b * C + c) * H * W;
-        const auto load = [plane](int64_t off) { return to_acc(plane[off]); };
-        bilinear_point_grad(tp, load, W, H, pad, to_acc(go[((n * C + c) * h + i) * w + j]), gx, gy);
-      }
-      gx *= tp.gx;
-      gy *= tp.gy;
-    }
-    s[0] += gx * acc_t(j);
-    s[1] += gx * acc_t(i);
-    s[2] += gx;
-    s[3] += gy * acc_t(j);
-    s[4] += gy * acc_t(i);
-    s[5] += gy;
+    const int64_t i = p / g.w, j = p % g.w;
+    acc_t gx, gy;
+    sample_point_grad(in, go, th_all + n * 6, b, n, i, j, g, padding, pad, gx, gy);
+    add_theta_grad(s, gx, gy, j, i);
   }
   __shared__ acc_t red[6][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -111,28 +73,22 @@ __global__ void sample_backward_theta_kernel(int64_t C, int64_t h, int64_t w, in
 
 // d loss / d input by atomics: every output pixel scatters to its four taps.
 template <typename scalar_t>
-__global__ void sample_backward_input_atomic_kernel(int64_t N, int64_t C, int64_t h, int64_t w, int64_t B, int64_t H,
-                                                    int64_t W, const scalar_t* __restrict__ go,
+__global__ void sample_backward_input_atomic_kernel(int64_t N, SampleGeom g, int64_t B,
+                                                    const scalar_t* __restrict__ go,
                                                     const at::opmath_type<scalar_t>* __restrict__ th_all,
                                                     const int64_t* __restrict__ bidx, int64_t padding,
                                                     at::opmath_type<scalar_t>* __restrict__ gi) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t t = gthread(); t < N * h * w; t += gstride()) {
-    const int64_t j = t % w, i = (t / w) % h, n = t / (h * w);
+  for (int64_t t = gthread(); t < N * g.h * g.w; t += gstride()) {
+    const int64_t j = t % g.w, i = (t / g.w) % g.h, n = t / (g.h * g.w);
     const int64_t b = crop_image(bidx, n, B);
-    if (b < 0) continue;
-    acc_t x, y;
-    affine_point(th_all + n * 6, acc_t(j), acc_t(i), x, y);
-    const Tap<acc_t> tp = make_tap(x, y, W, H, padding);
+    const Tap<acc_t> tp = pixel_tap(th_all + n * 6, j, i, g, padding, b);
     if (tp.nan) continue;
     const TapWeights<acc_t> wt = tap_weights(tp);
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t g = to_acc(go[((n * C + c) * h + i) * w + j]);
-      acc_t* plane = gi + (b * C + c) * H * W;
-      if (in_image(tp.x0, tp.y0, W, H)) atomicAdd(plane + tp.y0 * W + tp.x0, g * wt.nw);
-      if (in_image(tp.x0 + 1, tp.y0, W, H)) atomicAdd(plane + tp.y0 * W + tp.x0 + 1, g * wt.ne);
-      if (in_image(tp.x0, tp.y0 + 1, W, H)) atomicAdd(plane + (tp.y0 + 1) * W + tp.x0, g * wt.sw);
-      if (in_image(tp.x0 + 1, tp.y0 + 1, W, H)) atomicAdd(plane + (tp.y0 + 1) * W + tp.x0 + 1, g * wt.se);
+    for (int64_t c = 0; c < g.C; ++c) {
+      const acc_t gv = static_cast<acc_t>(go[((n * g.C + c) * g.h + i) * g.w + j]);
+      acc_t* plane = gi + (b * g.C + c) * g.H * g.W;
+      for_each_tap(tp, wt, g.W, g.H, [&](int64_t off, acc_t wgt) { atomicAdd(plane + off, gv * wgt); });
     }
   }
 }
@@ -141,27 +97,28 @@ __global__ void sample_backward_input_atomic_kernel(int64_t N, int64_t C, int64_
 // in order, from the output pixels whose source point falls within one pixel
 // of it (the preimage of that square under theta, bounded through gamma).
 template <typename scalar_t>
-__global__ void sample_backward_input_gather_kernel(int64_t N, int64_t C, int64_t h, int64_t w, int64_t B, int64_t H,
-                                                    int64_t W, const scalar_t* __restrict__ go,
+__global__ void sample_backward_input_gather_kernel(int64_t N, SampleGeom g, int64_t B,
+                                                    const scalar_t* __restrict__ go,
                                                     const at::opmath_type<scalar_t>* __restrict__ th_all,
                                                     const at::opmath_type<scalar_t>* __restrict__ gamma_all,
                                                     const int64_t* __restrict__ bidx, int64_t padding,
                                                     at::opmath_type<scalar_t>* __restrict__ gi) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t t = gthread(); t < B * C * H * W; t += gstride()) {
-    const int64_t x = t % W, y = (t / W) % H, c = (t / (H * W)) % C, b = t / (C * H * W);
+  const int64_t h = g.h, w = g.w, H = g.H, W = g.W;
+  for (int64_t t = gthread(); t < B * g.C * H * W; t += gstride()) {
+    const int64_t x = t % W, y = (t / W) % H, c = (t / (H * W)) % g.C, b = t / (g.C * H * W);
     acc_t acc = 0;
     for (int64_t n = 0; n < N; ++n) {
       if (crop_image(bidx, n, B) != b) continue;
-      const acc_t* g = gamma_all + n * 6;
+      const acc_t* gm = gamma_all + n * 6;
       int64_t j0 = 0, j1 = w - 1, i0 = 0, i1 = h - 1;
-      if (fp::isfinite(g[0]) && fp::isfinite(g[4])) {  // else singular: scan the whole crop
+      if (fp::isfinite(gm[0]) && fp::isfinite(gm[4])) {  // else singular: scan the whole crop
         acc_t jl = acc_t(1) / acc_t(0), jh = -jl, il = jl, ih = -jl;
         for (int k = 0; k < 4; ++k) {
           const acc_t px = acc_t(x) + ((k & 1) ? acc_t(1) : acc_t(-1));
           const acc_t py = acc_t(y) + ((k & 2) ? acc_t(1) : acc_t(-1));
           acc_t jj, ii;
-          affine_point(g, px, py, jj, ii);
+          affine_point(gm, px, py, jj, ii);
           jl = jj < jl ? jj : jl;
           jh = jj > jh ? jj : jh;
           il = ii < il ? ii : il;
@@ -174,17 +131,16 @@ __global__ void sample_backward_input_gather_kernel(int64_t N, int64_t C, int64_
         i0 = il <= acc_t(1) ? 0 : static_cast<int64_t>(::floor(il)) - 1;
         i1 = ih >= acc_t(h - 2) ? h - 1 : static_cast<int64_t>(::ceil(ih)) + 1;
       }
-      const acc_t* th = th_all + n * 6;
-      const scalar_t* gplane = go + (n * C + c) * h * w;
+      const scalar_t* gplane = go + (n * g.C + c) * h * w;
+      const int64_t target = y * W + x;
       for (int64_t i = i0; i <= i1; ++i) {
         for (int64_t j = j0; j <= j1; ++j) {
-          acc_t sx, sy;
-          affine_point(th, acc_t(j), acc_t(i), sx, sy);
-          const Tap<acc_t> tp = make_tap(sx, sy, W, H, padding);
+          const Tap<acc_t> tp = pixel_tap(th_all + n * 6, j, i, g, padding, b);
           if (tp.nan || x < tp.x0 || x > tp.x0 + 1 || y < tp.y0 || y > tp.y0 + 1) continue;
-          const TapWeights<acc_t> wt = tap_weights(tp);
-          const acc_t wgt = y == tp.y0 ? (x == tp.x0 ? wt.nw : wt.ne) : (x == tp.x0 ? wt.sw : wt.se);
-          acc += to_acc(gplane[i * w + j]) * wgt;
+          const acc_t gv = static_cast<acc_t>(gplane[i * w + j]);
+          for_each_tap(tp, tap_weights(tp), W, H, [&](int64_t off, acc_t wgt) {
+            if (off == target) acc += gv * wgt;
+          });
         }
       }
     }
@@ -207,8 +163,9 @@ at::Tensor affine_sample_cuda(const at::Tensor& input, const at::Tensor& theta, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "affine_sample_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t N = out.size(0);
+    const SampleGeom g{in.size(1), h, w, in.size(2), in.size(3)};
     sample_forward_kernel<scalar_t><<<cuda::blocks_for(N * h * w), cuda::kThreads, 0, stream>>>(
-        N, in.size(1), h, w, in.size(0), in.size(2), in.size(3), in.data_ptr<scalar_t>(), th.data_ptr<acc_t>(),
+        N, g, in.size(0), in.data_ptr<scalar_t>(), th.data_ptr<acc_t>(),
         bidx.defined() ? bidx.data_ptr<int64_t>() : nullptr, padding,
         padding == kPadConstant ? acc_t(value) : acc_t(0), out.data_ptr<scalar_t>());
   });
@@ -240,18 +197,19 @@ std::tuple<at::Tensor, at::Tensor> affine_sample_backward_cuda(const at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "affine_sample_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const acc_t pad = padding == kPadConstant ? acc_t(value) : acc_t(0);
+    const SampleGeom g{C, h, w, H, W};
     if (input_grad) {
       at::Tensor acc = at::zeros(in.sizes(), th.options());
       if (go.numel()) {
         if (deterministic) {
           const at::Tensor gamma = affine_inverse_cuda(th);
           sample_backward_input_gather_kernel<scalar_t><<<cuda::blocks_for(acc.numel()), cuda::kThreads, 0, stream>>>(
-              N, C, h, w, B, H, W, go.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), gamma.data_ptr<acc_t>(), bidx,
-              padding, acc.data_ptr<acc_t>());
+              N, g, B, go.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), gamma.data_ptr<acc_t>(), bidx, padding,
+              acc.data_ptr<acc_t>());
           cuda::check_launch("sample_backward_input_gather_kernel");
         } else {
           sample_backward_input_atomic_kernel<scalar_t><<<cuda::blocks_for(N * h * w), cuda::kThreads, 0, stream>>>(
-              N, C, h, w, B, H, W, go.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), bidx, padding, acc.data_ptr<acc_t>());
+              N, g, B, go.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), bidx, padding, acc.data_ptr<acc_t>());
           cuda::check_launch("sample_backward_input_atomic_kernel");
         }
       }
@@ -264,8 +222,8 @@ std::tuple<at::Tensor, at::Tensor> affine_sample_backward_cuda(const at::Tensor&
         at::Tensor partial = at::empty({N, chunks, 6}, th.options());
         TORCH_CHECK(N * chunks < (1LL << 31), op, ": too many crops for one launch (", N, ")");
         sample_backward_theta_kernel<scalar_t><<<static_cast<unsigned>(N * chunks), cuda::kThreads, 0, stream>>>(
-            C, h, w, B, H, W, go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), bidx,
-            padding, pad, span, chunks, partial.data_ptr<acc_t>());
+            g, B, go.data_ptr<scalar_t>(), in.data_ptr<scalar_t>(), th.data_ptr<acc_t>(), bidx, padding, pad, span,
+            chunks, partial.data_ptr<acc_t>());
         cuda::check_launch("sample_backward_theta_kernel");
         grad_theta = partial.sum(1).view({N, 2, 3}).to(theta.scalar_type());
       } else {
@@ -357,7 +315,7 @@ __global__ void inverse_kernel(int64_t N, const scalar_t* __restrict__ th, scala
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t n = gthread(); n < N; n += gstride()) {
     acc_t a[6], r[6];
-    for (int k = 0; k < 6; ++k) a[k] = to_acc(th[n * 6 + k]);
+    for (int k = 0; k < 6; ++k) a[k] = static_cast<acc_t>(th[n * 6 + k]);
     affine_invert(a, r);
     for (int k = 0; k < 6; ++k) g[n * 6 + k] = static_cast<scalar_t>(r[k]);
   }
@@ -370,9 +328,9 @@ __global__ void inverse_backward_kernel(int64_t N, const scalar_t* __restrict__ 
   for (int64_t n = gthread(); n < N; n += gstride()) {
     acc_t a[6], b[6], c[6], r[6];
     for (int k = 0; k < 6; ++k) {
-      a[k] = to_acc(th[n * 6 + k]);
-      b[k] = to_acc(g[n * 6 + k]);
-      c[k] = to_acc(dg[n * 6 + k]);
+      a[k] = static_cast<acc_t>(th[n * 6 + k]);
+      b[k] = static_cast<acc_t>(g[n * 6 + k]);
+      c[k] = static_cast<acc_t>(dg[n * 6 + k]);
     }
     affine_invert_backward(a, b, c, r);
     for (int k = 0; k < 6; ++k) dth[n * 6 + k] = static_cast<scalar_t>(r[k]);
@@ -426,7 +384,7 @@ __global__ void decode_kernel(int64_t NK, int64_t K, int64_t h, int64_t w, const
     acc_t bv = 0;
     bool bnan = false;
     for (int64_t q = lane; q < h * w; q += 32) {
-      const acc_t v = to_acc(p[q]);
+      const acc_t v = static_cast<acc_t>(p[q]);
       const bool vnan = v != v;
       if (best < 0 || (vnan && !bnan) || (!bnan && !vnan && v > bv)) {
         best = q;
@@ -451,13 +409,14 @@ __global__ void decode_kernel(int64_t NK, int64_t K, int64_t h, int64_t w, const
       }
     }
     if (lane == 0) {
-      const auto load = [p](int64_t off) { return to_acc(p[off]); };
+      const auto load = [p](int64_t off) { return static_cast<acc_t>(p[off]); };
       acc_t px, py;
       alphapose_refine(load, h, w, best, bv, quarter, px, py);
-      double a[6];
+      double a[6], x, y;
       decode_map(M + (nk / K) * (boxes ? 4 : 6), boxes, h, w, a);
-      coords[nk * 2] = static_cast<acc_t>(a[0] * double(px) + a[1] * double(py) + a[2]);
-      coords[nk * 2 + 1] = static_cast<acc_t>(a[3] * double(px) + a[4] * double(py) + a[5]);
+      affine_point(a, double(px), double(py), x, y);  // the CPU kernel's rounding (no FMA)
+      coords[nk * 2] = static_cast<acc_t>(x);
+      coords[nk * 2 + 1] = static_cast<acc_t>(y);
       scores[nk] = p[best];
     }
   }
