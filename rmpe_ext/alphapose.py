@@ -83,13 +83,12 @@ def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: 
             members[g].append(pose_ids)
     res_bbox_ids = [ids[0] if len(ids) == 1 else ids for ids in members]
 
-    keep_box = keep if keep.device == bboxes.device else keep.to(bboxes.device)
-    res_bboxes = bboxes.index_select(0, keep_box).cpu().tolist()
-    keep_score = keep if keep.device == bbox_scores.device else keep.to(bbox_scores.device)
-    res_bbox_scores = list(bbox_scores.index_select(0, keep_score).cpu().unbind(0))
+    keep_cpu = keep.cpu()  # AlphaPose's box lists and box scores are CPU objects
+    res_bboxes = bboxes.cpu().index_select(0, keep_cpu).tolist()
+    res_bbox_scores = list(bbox_scores.cpu().index_select(0, keep_cpu).unbind(0))
     res_pose_preds = list(merged.unbind(0))
     res_pose_scores = list(merged_scores.unsqueeze(-1).unbind(0))
-    res_pick_ids = list(keep.cpu().numpy())
+    res_pick_ids = list(keep_cpu.numpy())
     return res_bboxes, res_bbox_scores, res_bbox_ids, res_pose_preds, res_pose_scores, res_pick_ids
 
 

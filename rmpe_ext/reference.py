@@ -10,11 +10,9 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from .ops.pose_nms import COCO_SIGMAS, AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
+from .ops.pose_nms import _DEFAULTS, COCO_SIGMAS, OKSNMSParams
 
 __all__ = ["pose_similarity", "pose_nms", "soft_oks_nms"]
-
-_DEFAULTS = {"alphapose": AlphaPoseNMSParams, "paper": PaperNMSParams, "oks": OKSNMSParams}
 
 
 def _np(x, dtype=np.float64):

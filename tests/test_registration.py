@@ -49,8 +49,14 @@ def test_torch_compile_fullgraph(device):
 
 def test_build_info():
     assert rmpe_ext.BUILD_INFO["torch"] == torch.__version__
-    assert rmpe_ext.BUILD_INFO["with_cuda"] == (torch.version.cuda is not None and rmpe_ext.BUILD_INFO["with_cuda"])
-    assert torch.ops.rmpe_ext._build_info().startswith("torch=" + torch.__version__.split("+")[0])
+    if torch.version.cuda is None:  # a CPU torch cannot have given CUDA kernels
+        assert not rmpe_ext.BUILD_INFO["with_cuda"]
+    so = torch.ops.rmpe_ext._build_info()
+    assert so.startswith("torch=" + torch.__version__.split("+")[0])
+    assert so.endswith(";cuda=1" if rmpe_ext.BUILD_INFO["with_cuda"] else ";cuda=0")
+    # the CUDA kernels are registered exactly when the build says so
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("rmpe_ext::pose_nms", "CUDA") == \
+        rmpe_ext.BUILD_INFO["with_cuda"]
 
 
 def test_loader_refuses_a_binary_for_another_torch(monkeypatch):

@@ -59,10 +59,10 @@ def _check_batch_index(batch_index: Optional[Tensor], num_images: int, check: bo
     """Out-of-range indices: an error here (a host sync on CUDA), NaN crops in the kernels."""
     if batch_index is None or not check or batch_index.numel() == 0 or torch.compiler.is_compiling():
         return
-    lo, hi = torch.aminmax(batch_index)
-    if int(lo) < 0 or int(hi) >= num_images:
+    lo, hi = torch.stack(torch.aminmax(batch_index)).tolist()  # one device-to-host copy
+    if lo < 0 or hi >= num_images:
         raise IndexError(f"batch_index must lie in [0, {num_images}) (the number of input images), "
-                         f"got values in [{int(lo)}, {int(hi)}]")
+                         f"got values in [{lo}, {hi}]")
 
 
 # ------------------------------------------------------------------ coordinates

@@ -153,7 +153,7 @@ class OKSNMSParams(_NMSParams):
 
 
 Params = Union[AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams]
-_DEFAULTS = {"alphapose": AlphaPoseNMSParams, "paper": PaperNMSParams, "oks": OKSNMSParams}
+_DEFAULTS = {cls.method: cls for cls in (AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams)}
 
 
 class PoseNMSResult(NamedTuple):
