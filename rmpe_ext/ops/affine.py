@@ -262,7 +262,7 @@ def heatmap_decode(heatmaps: Tensor, hm_to_img: Tensor, refine: str = "quarter")
     ``refine``: ``"quarter"`` (AlphaPose: a 0.25 px step towards the larger
     neighbour when ``1 < x < w - 1`` and ``1 < y < h - 1``), ``"none"`` (the
     argmax), or ``"dark"`` (DARK: a Taylor step on the log of the Gaussian-smoothed
-    heatmap). A joint whose maximum is not > 0 sits at heatmap pixel (0, 0), as in
+    heatmap, as mmpose; for non-negative heatmaps). A joint whose maximum is not > 0 sits at heatmap pixel (0, 0), as in
     AlphaPose; a NaN heatmap gives score NaN.
     """
     if refine not in ("quarter", "none", "dark"):
@@ -287,13 +287,13 @@ def _apply(m: Tensor, pts: Tensor) -> Tensor:
 
 
 def _gaussian_blur(x: Tensor, kernel: int) -> Tensor:
-    """cv2.GaussianBlur(x, (kernel, kernel), 0) of every map, border replicated."""
+    """cv2.GaussianBlur(x, (kernel, kernel), 0) of every map padded with zeros (mmpose's _gaussian_blur)."""
     sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
     r = torch.arange(kernel, dtype=x.dtype, device=x.device) - (kernel - 1) / 2
     g = torch.exp(-r * r / (2 * sigma * sigma))
     g = g / g.sum()
     n, k, h, w = x.shape
-    y = torch.nn.functional.pad(x.reshape(n * k, 1, h, w), [kernel // 2] * 4, mode="replicate")
+    y = torch.nn.functional.pad(x.reshape(n * k, 1, h, w), [kernel // 2] * 4)
     y = torch.nn.functional.conv2d(y, g.view(1, 1, 1, -1))
     y = torch.nn.functional.conv2d(y, g.view(1, 1, -1, 1))
     return y.reshape(n, k, h, w)
@@ -301,13 +301,16 @@ def _gaussian_blur(x: Tensor, kernel: int) -> Tensor:
 
 def _dark(heatmaps: Tensor, peaks: Tensor, kernel: int = 11) -> Tensor:
     """DARK (Zhang et al., CVPR 2020) from the integer maxima ``peaks [N, K, 2]`` (heatmap
-    pixels), as mmpose's post_dark: blur each map (keeping its maximum), take the log, and
-    take one Newton step using central differences where the 2-pixel neighbourhood fits."""
+    pixels), as mmpose's "unbiased" post-processing: blur each map (rescaled to its own
+    maximum), log of max(., 1e-10), one Newton step from central differences where the
+    2-pixel neighbourhood fits. Meant for non-negative (Gaussian-target) heatmaps: on
+    logits apply a sigmoid first."""
     hm = heatmaps.float() if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps
     n, k, h, w = hm.shape
     blurred = _gaussian_blur(hm, kernel)
     peak = hm.flatten(2).amax(2)[..., None, None]
-    blurred = blurred * peak / blurred.flatten(2).amax(2)[..., None, None].clamp_min(1e-30)
+    bmax = blurred.flatten(2).amax(2)[..., None, None]
+    blurred = blurred * (peak / torch.where(bmax == 0, torch.ones_like(bmax), bmax))
     flat = torch.log(blurred.clamp_min(1e-10)).flatten(2)
     px, py = peaks[..., 0].to(hm.dtype), peaks[..., 1].to(hm.dtype)
     ok = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
