@@ -14,7 +14,7 @@ $(VENV)/.deps:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q numpy ninja pybind11 "setuptools>=77" wheel pytest hypothesis pytest-benchmark \
-		expecttest opencv-python-headless pycocotools tqdm
+		expecttest opencv-python-headless pycocotools tqdm scikit-learn matplotlib ai-edge-litert
 	$(PY) -m pip install -q --no-deps alphapose==1.1
 	touch $@
 

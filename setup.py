@@ -100,13 +100,19 @@ setup(
     name="rmpe_ext",
     version="0.1.0",
     description="RMPE (regional multi-person pose estimation) kernels for PyTorch: pose NMS, affine crops, decode",
-    packages=find_packages(include=["rmpe_ext", "rmpe_ext.*"]),
+    # rmpe_ext: the ops package; rmpe (python/rmpe): the RMPE system built on it
+    packages=find_packages(include=["rmpe_ext", "rmpe_ext.*"]) + find_packages("python", include=["rmpe", "rmpe.*"]),
+    package_dir={"rmpe": "python/rmpe"},
+    package_data={"rmpe": ["data/*.json", "data/*.npz", "data/*.json.gz"]},
+    entry_points={"console_scripts": ["rmpe = rmpe.cli:main"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy"],
+    install_requires=["torch>=2.4", "numpy", "opencv-python-headless", "pycocotools", "scikit-learn", "tqdm",
+                      "matplotlib"],
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "expecttest", "opencv-python-headless", "pycocotools"],
+        "blazepose": ["ai-edge-litert"],
     },
 )
