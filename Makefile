@@ -9,12 +9,11 @@ NATIVE := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h') setup.
 
 .PHONY: install demo test bench cuda-check clean
 
-$(VENV)/.deps:
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.deps: requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q numpy ninja pybind11 "setuptools>=77" wheel pytest hypothesis pytest-benchmark \
-		expecttest opencv-python-headless pycocotools tqdm scikit-learn matplotlib ai-edge-litert
+	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps alphapose==1.1
 	touch $@
 
