@@ -1,0 +1,720 @@
+"""Pose-guided proposals generator (PGPG), RMPE paper section 3.3, DESIGN section 3.
+
+A PGPG learns ``P(dB | atom(P))``: the distribution of the offsets between a real detector's box and
+the ground-truth box of a person, given the *atomic pose* of that person's ground-truth pose, and
+samples it to make many detector-like boxes (augmented human proposals) for training the SSTN + SPPE.
+
+Conventions
+-----------
+* Keypoints: COCO-17 order, ``np.ndarray [17, 3]`` of ``(x, y, v)`` in image pixels; a joint is
+  *labelled* when ``v > 0`` (COCO's 1 = labelled but occluded, 2 = visible); unlabelled joints' x, y
+  are ignored.
+* Boxes: a ground-truth box is COCO ``xywh`` (``x, y`` the top-left corner, in pixels); sampled boxes
+  are returned as ``xyxy`` pixels, float64. Boxes are not clipped to the image (its size is unknown
+  here); clip them where the image is known.
+* Torso: the *shoulder point* is the mean of the labelled shoulders (joints 5, 6), the *hip point* the
+  mean of the labelled hips (11, 12); a pose's torso is annotated when at least one shoulder and one
+  hip are labelled and the two points are at least ``MIN_TORSO_PX`` apart. The torso centre is the
+  midpoint of the two points, its length their distance.
+* Alignment: ``(xy - torso centre) / torso length`` (translation and scale only, no rotation, so a
+  lying person stays a different atom from a standing one, as their box offsets differ).
+* Missing joints: in aligned coordinates an unlabelled joint takes the mean aligned position of that
+  joint over the poses clustered at fit time (``joint_mean``), both when clustering and in
+  :meth:`PGPG.atom_of`, so ``atom_of`` of a clustered pose is exactly its k-means label. Only poses with
+  at least ``min_joints`` labelled joints are clustered (so imputation never dominates the atoms);
+  every torso-annotated pose still gets an atom from :meth:`PGPG.atom_of`.
+* Offsets: for a detected box ``(x1d, y1d, x2d, y2d)`` and a ground-truth box ``(x1, y1, x2, y2)`` of
+  width ``w`` and height ``h``: ``((x1d-x1)/w, (y1d-y1)/h, (x2d-x2)/w, (y2d-y2)/h)``, each side minus
+  the ground-truth side, normalized by the ground-truth side length in that direction (4 numbers).
+* Matching (fit): per image, detections with ``score >= score_thresh`` are taken in decreasing score
+  order (ties: file order), each matched to the not-yet-matched non-crowd ground-truth person box of
+  highest IoU, when that IoU is ``>= iou_thresh`` (the COCO evaluation's greedy one-to-one rule; IoU
+  from ``pycocotools.mask.iou``). All non-crowd person boxes take part in matching (so a detection of
+  a person without keypoints cannot be matched to a neighbour); only matched persons with an
+  annotated torso give offsets.
+* Mixtures: per atom, a ``sklearn.mixture.GaussianMixture`` (full covariances) with 1 to
+  ``max_components`` components, chosen by BIC; a k-component mixture is only tried with at least
+  ``min_samples_per_component * k`` offsets. An atom with fewer than ``min_atom_samples`` offsets uses
+  the *pooled* mixture (fitted the same way on all offsets) instead of its own.
+* Fallback: a pose whose torso is not annotated has no atom (``atom_of`` returns :data:`NO_ATOM`,
+  -1) and :meth:`PGPG.sample_boxes` samples it from the pooled mixture.
+* Sampling: a sampled box must keep a positive size: offsets whose box would be narrower or lower
+  than ``MIN_SIDE_FRAC`` of the ground-truth side are redrawn (rejection sampling; rare).
+
+Files: :meth:`PGPG.save` writes an ``.npz`` (numeric arrays and a JSON settings string, no pickle),
+atomically; :meth:`PGPG.load` reads it with ``allow_pickle=False``. :func:`load_default` loads the model
+fitted on the COCO val2017 538-image subset with the real AP_H_56 detections, shipped in
+``rmpe/data/pgpg_coco_subset538.npz``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .io import atomic_path, read_json
+
+__all__ = ["PGPG", "load_default", "NO_ATOM", "NUM_JOINTS", "COCO_SKELETON", "align_pose", "torso",
+           "box_offsets", "offsets_to_boxes", "match_detections", "DEFAULT_MODEL"]
+
+NUM_JOINTS = 17
+NO_ATOM = -1
+SHOULDERS = (5, 6)
+HIPS = (11, 12)
+MIN_TORSO_PX = 1.0
+MIN_SIDE_FRAC = 0.05
+FORMAT_VERSION = 1
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pgpg_coco_subset538.npz")
+
+# COCO-17 limbs as 0-based joint index pairs (for drawing atomic poses)
+COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+                 (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+
+PathLike = Union[str, os.PathLike]
+
+
+# ----------------------------------------------------------------------------------------------------
+# input checks
+
+def _keypoints_array(keypoints: Any, name: str = "keypoints") -> np.ndarray:
+    """-> a float64 copy of shape [17, 3]; errors name ``name``."""
+    try:
+        kp = np.array(keypoints, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be numeric [17, 3] (x, y, v), got {type(keypoints).__name__}: {e}") from None
+    if kp.shape == (NUM_JOINTS * 3,):
+        kp = kp.reshape(NUM_JOINTS, 3)
+    if kp.shape != (NUM_JOINTS, 3):
+        raise ValueError(f"{name} must have shape [17, 3] (COCO-17 x, y, v), got {list(kp.shape)}")
+    labelled = kp[:, 2] > 0
+    if np.isnan(kp[:, 2]).any() or not np.isfinite(kp[labelled, :2]).all():
+        raise ValueError(f"{name} holds NaN or infinite values (visibility, or x/y of a labelled joint)")
+    return kp
+
+
+def _box_xywh(box: Any, name: str = "gt_box_xywh") -> np.ndarray:
+    try:
+        b = np.array(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be 4 numbers (COCO x, y, w, h), got {type(box).__name__}: {e}") from None
+    if b.shape != (4,):
+        raise ValueError(f"{name} must be 4 numbers (COCO x, y, w, h), got {b.size}")
+    if not np.isfinite(b).all():
+        raise ValueError(f"{name} holds NaN or infinite values: {b.tolist()}")
+    if b[2] <= 0 or b[3] <= 0:
+        raise ValueError(f"{name} must have positive width and height, got w={b[2]:g}, h={b[3]:g}")
+    return b
+
+
+# ----------------------------------------------------------------------------------------------------
+# geometry
+
+def torso(keypoints: Any) -> Optional[Tuple[np.ndarray, float]]:
+    """The torso of a pose -> ``(centre [2] float64 px, length float px)``, or None when it is not
+    annotated (no labelled shoulder, no labelled hip, or the two points closer than ``MIN_TORSO_PX``).
+    ``keypoints``: [17, 3] (x, y, v) image px (see the module docstring for the definition)."""
+    kp = _keypoints_array(keypoints)
+    return _torso(kp)
+
+
+def _torso(kp: np.ndarray) -> Optional[Tuple[np.ndarray, float]]:
+    lab = kp[:, 2] > 0
+    sh = [j for j in SHOULDERS if lab[j]]
+    hp = [j for j in HIPS if lab[j]]
+    if not sh or not hp:
+        return None
+    s = kp[sh, :2].mean(0)
+    h = kp[hp, :2].mean(0)
+    length = float(np.hypot(*(s - h)))
+    if not length >= MIN_TORSO_PX:
+        return None
+    return (s + h) / 2.0, length
+
+
+def align_pose(keypoints: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """Torso-aligned pose -> ``(xy [17, 2] float64, labelled [17] bool)``: ``(xy - torso centre) / torso
+    length``, unlabelled joints NaN; None when the torso is not annotated. ``keypoints``: [17, 3] px."""
+    return _align(_keypoints_array(keypoints))
+
+
+def box_offsets(det_xyxy: Any, gt_xywh: Any) -> np.ndarray:
+    """Normalized offsets of detected boxes from ground-truth boxes.
+
+    ``det_xyxy``: [N, 4] (or [4]) detected boxes, xyxy px; ``gt_xywh``: [N, 4] (or [4]) ground-truth
+    boxes, COCO xywh px, positive w and h. Returns float64 [N, 4] (or [4]):
+    ``((x1d-x1)/w, (y1d-y1)/h, (x2d-x2)/w, (y2d-y2)/h)``."""
+    d = np.array(det_xyxy, dtype=np.float64)
+    g = np.array(gt_xywh, dtype=np.float64)
+    single = d.ndim == 1 and g.ndim == 1
+    d, g = np.atleast_2d(d), np.atleast_2d(g)
+    if d.shape[-1] != 4 or g.shape[-1] != 4 or d.ndim != 2 or g.ndim != 2:
+        raise ValueError(f"det_xyxy and gt_xywh must be [N, 4], got {list(d.shape)} and {list(g.shape)}")
+    if len(d) != len(g):
+        raise ValueError(f"det_xyxy has {len(d)} boxes but gt_xywh has {len(g)}")
+    if not (np.isfinite(d).all() and np.isfinite(g).all()):
+        raise ValueError("det_xyxy / gt_xywh hold NaN or infinite values")
+    if (g[:, 2:] <= 0).any():
+        raise ValueError("gt_xywh must have positive widths and heights")
+    wh = np.concatenate([g[:, 2:], g[:, 2:]], axis=1)
+    gxyxy = np.concatenate([g[:, :2], g[:, :2] + g[:, 2:]], axis=1)
+    out = (d - gxyxy) / wh
+    return out[0] if single else out
+
+
+def offsets_to_boxes(offsets: Any, gt_xywh: Any) -> np.ndarray:
+    """Inverse of :func:`box_offsets` for one ground-truth box: ``offsets`` [N, 4] normalized offsets,
+    ``gt_xywh`` 4 numbers (COCO xywh px) -> float64 [N, 4] boxes xyxy px."""
+    o = np.asarray(offsets, dtype=np.float64)
+    if o.ndim != 2 or o.shape[1] != 4:
+        raise ValueError(f"offsets must be [N, 4], got {list(o.shape)}")
+    g = _box_xywh(gt_xywh)
+    w, h = g[2], g[3]
+    base = np.array([g[0], g[1], g[0] + w, g[1] + h])
+    return base + o * np.array([w, h, w, h])
+
+
+# ----------------------------------------------------------------------------------------------------
+# data loading
+
+def _load_gt(gt: Union[PathLike, Dict[str, Any]]) -> Dict[str, Any]:
+    if isinstance(gt, (str, os.PathLike)):
+        gt = read_json(gt, "ground-truth file")
+    if not isinstance(gt, dict) or not isinstance(gt.get("annotations"), list):
+        raise ValueError("gt must be a COCO keypoints dict (or its file) with an 'annotations' list")
+    return gt
+
+
+def _person_category(gt: Dict[str, Any]) -> Optional[int]:
+    for c in gt.get("categories") or []:
+        if isinstance(c, dict) and c.get("name") == "person" and "id" in c:
+            return c["id"]
+    return None
+
+
+def _parse_gt(gt: Dict[str, Any]) -> Dict[Any, List[Dict[str, Any]]]:
+    """-> image_id -> list of {'id', 'box' xywh [4], 'crowd' bool, 'kp' [17, 3] or None}."""
+    person = _person_category(gt)
+    out: Dict[Any, List[Dict[str, Any]]] = {}
+    for i, a in enumerate(gt["annotations"]):
+        if not isinstance(a, dict):
+            raise ValueError(f"gt annotation #{i} is not an object")
+        if person is not None and "category_id" in a and a["category_id"] != person:
+            continue
+        aid = a.get("id", f"#{i}")
+        for field in ("image_id", "bbox"):
+            if field not in a:
+                raise ValueError(f"gt annotation {aid} has no {field!r} field")
+        box = np.array(a["bbox"], dtype=np.float64).reshape(-1)
+        if box.shape != (4,) or not np.isfinite(box).all():
+            raise ValueError(f"gt annotation {aid}: 'bbox' must be 4 finite numbers (x, y, w, h), got {a['bbox']}")
+        crowd = bool(a.get("iscrowd", 0))
+        kp = None
+        if not crowd and "keypoints" in a:
+            flat = np.array(a["keypoints"], dtype=np.float64).reshape(-1)
+            if flat.size != NUM_JOINTS * 3:
+                raise ValueError(f"gt annotation {aid}: 'keypoints' must hold 17 x 3 = 51 numbers (COCO-17), "
+                                 f"got {flat.size}")
+            kp = _keypoints_array(flat, f"gt annotation {aid} keypoints")
+            if not (kp[:, 2] > 0).any():
+                kp = None
+        if box[2] <= 0 or box[3] <= 0:
+            continue  # degenerate box: cannot be matched nor normalize offsets
+        out.setdefault(a["image_id"], []).append({"id": aid, "box": box, "crowd": crowd, "kp": kp})
+    return out
+
+
+def _parse_dets(detections: Union[PathLike, Sequence[Dict[str, Any]]], person: Optional[int]
+                ) -> Dict[Any, List[Tuple[float, int, np.ndarray]]]:
+    """-> image_id -> list of (score, file index, box xywh [4])."""
+    if isinstance(detections, (str, os.PathLike)):
+        detections = read_json(detections, "detections file")
+    if not isinstance(detections, (list, tuple)):
+        raise ValueError("detections must be a list of COCO detection dicts (image_id, bbox, score) or its file")
+    out: Dict[Any, List[Tuple[float, int, np.ndarray]]] = {}
+    for i, d in enumerate(detections):
+        if not isinstance(d, dict):
+            raise ValueError(f"detection #{i} is not an object")
+        for field in ("image_id", "bbox", "score"):
+            if field not in d:
+                raise ValueError(f"detection #{i} has no {field!r} field")
+        if person is not None and "category_id" in d and d["category_id"] != person:
+            continue
+        box = np.array(d["bbox"], dtype=np.float64).reshape(-1)
+        if box.shape != (4,) or not np.isfinite(box).all():
+            raise ValueError(f"detection #{i}: 'bbox' must be 4 finite numbers (x, y, w, h), got {d['bbox']}")
+        score = float(d["score"])
+        if not np.isfinite(score):
+            raise ValueError(f"detection #{i}: 'score' is not finite")
+        out.setdefault(d["image_id"], []).append((score, i, box))
+    return out
+
+
+def match_detections(gt_boxes_xywh: np.ndarray, det_boxes_xywh: np.ndarray, det_scores: np.ndarray,
+                     iou_thresh: float) -> List[Tuple[int, int, float]]:
+    """Greedy one-to-one matching of one image's detections to its ground-truth boxes (COCO evaluation
+    rule): detections in decreasing score order (stable), each takes the unmatched ground truth of
+    highest IoU if that IoU is ``>= iou_thresh``. Boxes: [G, 4] and [D, 4] COCO xywh px; scores [D].
+    Returns ``[(gt index, det index, iou)]``."""
+    from pycocotools import mask as mask_utils
+
+    g = np.asarray(gt_boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    d = np.asarray(det_boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(det_scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(d):
+        raise ValueError(f"det_scores has {len(s)} entries but det_boxes_xywh has {len(d)} boxes")
+    if len(g) == 0 or len(d) == 0:
+        return []
+    ious = np.asarray(mask_utils.iou(d.tolist(), g.tolist(), [0] * len(g)), dtype=np.float64).reshape(len(d), len(g))
+    taken = np.zeros(len(g), dtype=bool)
+    pairs = []
+    for di in np.argsort(-s, kind="stable"):
+        row = np.where(taken, -1.0, ious[di])
+        gi = int(np.argmax(row))
+        if row[gi] >= iou_thresh:
+            taken[gi] = True
+            pairs.append((gi, int(di), float(row[gi])))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------------
+# mixtures
+
+class _Mixture:
+    """A Gaussian mixture over 4-d offsets: weights [k], means [k, 4], covariances [k, 4, 4] (float64)."""
+
+    def __init__(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray):
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.means = np.asarray(means, dtype=np.float64)
+        self.covariances = np.asarray(covariances, dtype=np.float64)
+        self.weights = self.weights / self.weights.sum()
+        self.chol = np.linalg.cholesky(self.covariances)
+
+    @property
+    def n_components(self) -> int:
+        return len(self.weights)
+
+    def mean(self) -> np.ndarray:
+        return self.weights @ self.means
+
+    def covariance(self) -> np.ndarray:
+        m = self.mean()
+        d = self.means - m
+        return np.einsum("k,kij->ij", self.weights, self.covariances) + np.einsum("k,ki,kj->ij", self.weights, d, d)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        comp = rng.choice(self.n_components, size=n, p=self.weights)
+        z = rng.standard_normal((n, 4))
+        return self.means[comp] + np.einsum("nij,nj->ni", self.chol[comp], z)
+
+    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
+        """Per-row log density of x [N, 4] -> [N]."""
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        out = np.empty((len(x), self.n_components))
+        for k in range(self.n_components):
+            d = x - self.means[k]
+            sol = np.linalg.solve(self.chol[k], d.T)  # L^-1 d
+            logdet = 2.0 * np.log(np.diag(self.chol[k])).sum()
+            out[:, k] = np.log(self.weights[k]) - 0.5 * ((sol ** 2).sum(0) + logdet + 4 * np.log(2 * np.pi))
+        m = out.max(1, keepdims=True)
+        return (m + np.log(np.exp(out - m).sum(1, keepdims=True)))[:, 0]
+
+
+def _fit_mixture(x: np.ndarray, max_components: int, min_samples_per_component: int, seed: int
+                 ) -> Tuple[_Mixture, Dict[int, float]]:
+    """BIC-selected full-covariance GaussianMixture on x [N, 4] -> (mixture, {k: BIC})."""
+    from sklearn.mixture import GaussianMixture
+
+    best, bics = None, {}
+    for k in range(1, max_components + 1):
+        if k > 1 and len(x) < min_samples_per_component * k:
+            break
+        gm = GaussianMixture(n_components=k, covariance_type="full", n_init=3, reg_covar=1e-5,
+                             random_state=seed, max_iter=500)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gm.fit(x)
+        bics[k] = float(gm.bic(x))
+        if best is None or bics[k] < bics[best[0]]:
+            best = (k, gm)
+    gm = best[1]
+    return _Mixture(gm.weights_, gm.means_, gm.covariances_), bics
+
+
+# ----------------------------------------------------------------------------------------------------
+# the model
+
+class PGPG:
+    """A fitted pose-guided proposals generator (see the module docstring for every convention).
+
+    Attributes: ``atoms`` float64 [K, 17, 2] torso-aligned atomic poses (k-means centres);
+    ``joint_mean`` float64 [17, 2] aligned positions given to unlabelled joints; ``mixtures`` one
+    mixture per atom (an atom using the pooled mixture shares ``pooled``); ``pooled`` the mixture over
+    all offsets; ``atom_uses_pooled`` bool [K]; ``atom_counts`` int [K] offsets per atom;
+    ``settings`` dict (fit parameters and counts); ``train_offsets`` float64 [N, 4] and
+    ``train_atoms`` int [N] the fitted offsets and their atoms (kept for plots and checks)."""
+
+    def __init__(self, atoms: np.ndarray, joint_mean: np.ndarray, mixtures: List[_Mixture], pooled: _Mixture,
+                 atom_uses_pooled: np.ndarray, atom_counts: np.ndarray, settings: Dict[str, Any],
+                 train_offsets: np.ndarray, train_atoms: np.ndarray):
+        self.atoms = np.asarray(atoms, dtype=np.float64)
+        self.joint_mean = np.asarray(joint_mean, dtype=np.float64)
+        self.mixtures = list(mixtures)
+        self.pooled = pooled
+        self.atom_uses_pooled = np.asarray(atom_uses_pooled, dtype=bool)
+        self.atom_counts = np.asarray(atom_counts, dtype=np.int64)
+        self.settings = dict(settings)
+        self.train_offsets = np.asarray(train_offsets, dtype=np.float64).reshape(-1, 4)
+        self.train_atoms = np.asarray(train_atoms, dtype=np.int64).reshape(-1)
+        if self.atoms.ndim != 3 or self.atoms.shape[1:] != (NUM_JOINTS, 2):
+            raise ValueError(f"atoms must be [K, 17, 2], got {list(self.atoms.shape)}")
+        if len(self.mixtures) != len(self.atoms):
+            raise ValueError(f"{len(self.mixtures)} mixtures for {len(self.atoms)} atoms")
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atoms)
+
+    # ---------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, gt: Union[PathLike, Dict[str, Any]], detections: Union[PathLike, Sequence[Dict[str, Any]]],
+            n_atoms: int = 8, *, score_thresh: float = 0.3, iou_thresh: float = 0.5, max_components: int = 4,
+            min_joints: int = 8, min_atom_samples: int = 30, min_samples_per_component: int = 20,
+            image_ids: Optional[Sequence[Any]] = None, seed: int = 0, progress: bool = False) -> "PGPG":
+        """Fits atomic poses and per-atom offset mixtures.
+
+        ``gt``: COCO person-keypoints dict or its JSON path (annotations with image_id, bbox xywh,
+        keypoints 51 numbers, iscrowd); ``detections``: list of COCO detection dicts (image_id, bbox
+        xywh, score) or its JSON path. ``n_atoms``: k-means clusters; ``score_thresh``: detections
+        below it are not used; ``iou_thresh``: minimum IoU of a matched pair; ``max_components``:
+        largest mixture tried per atom (BIC picks); ``min_joints``: labelled joints a pose needs to be
+        clustered; ``min_atom_samples``: offsets an atom needs for its own mixture (else pooled);
+        ``min_samples_per_component``: offsets per mixture component needed to try that many;
+        ``image_ids``: restrict to these images (e.g. a training split); ``seed``: k-means and mixture
+        seed (the fit is deterministic given it); ``progress``: print progress lines."""
+        from sklearn.cluster import KMeans
+
+        for name, v, lo in (("n_atoms", n_atoms, 1), ("max_components", max_components, 1),
+                            ("min_joints", min_joints, 2), ("min_atom_samples", min_atom_samples, 1),
+                            ("min_samples_per_component", min_samples_per_component, 5)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        for name, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh)):
+            if not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not 0.0 < iou_thresh <= 1.0:
+            raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
+        say = print if progress else (lambda *a, **k: None)
+
+        gt = _load_gt(gt)
+        persons = _parse_gt(gt)
+        dets = _parse_dets(detections, _person_category(gt))
+        if image_ids is not None:
+            keep = set(image_ids)
+            persons = {k: v for k, v in persons.items() if k in keep}
+        n_gt_persons = sum(1 for ps in persons.values() for p in ps if not p["crowd"])
+        n_with_kp = sum(1 for ps in persons.values() for p in ps if p["kp"] is not None)
+        say(f"pgpg: {len(persons)} images, {n_gt_persons} non-crowd persons, {n_with_kp} with keypoints, "
+            f"{sum(len(v) for k, v in dets.items() if k in persons)} detections")
+
+        # aligned poses of every torso-annotated person
+        aligned = {}
+        for img, ps in persons.items():
+            for j, p in enumerate(ps):
+                if p["kp"] is not None:
+                    a = _align(p["kp"])
+                    if a is not None:
+                        aligned[(img, j)] = a
+        cluster_keys = [k for k, (xy, lab) in aligned.items() if lab.sum() >= min_joints]
+        if len(cluster_keys) < n_atoms:
+            raise ValueError(f"only {len(cluster_keys)} poses have a torso and >= {min_joints} labelled joints: "
+                             f"too few for n_atoms={n_atoms}")
+        xy = np.stack([aligned[k][0] for k in cluster_keys])  # [M, 17, 2] with NaN
+        joint_mean = np.nanmean(xy, axis=0)
+        if not np.isfinite(joint_mean).all():
+            missing = sorted(set(np.where(~np.isfinite(joint_mean))[0].tolist()))
+            raise ValueError(f"joint(s) {missing} are never labelled in the clustered poses")
+        feats = np.where(np.isnan(xy), joint_mean[None], xy).reshape(len(xy), -1)
+        km = KMeans(n_clusters=n_atoms, n_init=10, random_state=seed).fit(feats)
+        atoms = km.cluster_centers_.reshape(n_atoms, NUM_JOINTS, 2).astype(np.float64)
+        say(f"pgpg: k-means on {len(feats)} aligned poses -> {n_atoms} atoms, sizes {np.bincount(km.labels_, minlength=n_atoms).tolist()}")
+
+        # matched offsets
+        offsets, off_atoms, ious, n_matched = [], [], [], 0
+        for img, ps in persons.items():
+            cand = [i for i, p in enumerate(ps) if not p["crowd"]]
+            ds = [d for d in dets.get(img, []) if d[0] >= score_thresh]
+            if not cand or not ds:
+                continue
+            pairs = match_detections(np.stack([ps[i]["box"] for i in cand]), np.stack([d[2] for d in ds]),
+                                     np.array([d[0] for d in ds]), iou_thresh)
+            n_matched += len(pairs)
+            for gi, di, iou in pairs:
+                key = (img, cand[gi])
+                if key not in aligned:
+                    continue
+                db = ds[di][2]
+                offsets.append(box_offsets(np.concatenate([db[:2], db[:2] + db[2:]]), ps[cand[gi]]["box"]))
+                off_atoms.append(_nearest(atoms, _impute(aligned[key], joint_mean)))
+                ious.append(iou)
+        if len(offsets) < min_atom_samples:
+            raise ValueError(f"only {len(offsets)} matched ground-truth persons with a torso (score >= {score_thresh}, "
+                             f"IoU >= {iou_thresh}): too few to fit offset mixtures (need >= {min_atom_samples})")
+        offsets = np.stack(offsets)
+        off_atoms = np.array(off_atoms, dtype=np.int64)
+        counts = np.bincount(off_atoms, minlength=n_atoms)
+        say(f"pgpg: {n_matched} matched pairs, {len(offsets)} with a torso; offsets per atom {counts.tolist()}")
+
+        pooled, pooled_bic = _fit_mixture(offsets, max_components, min_samples_per_component, seed)
+        mixtures, uses_pooled, bics = [], np.zeros(n_atoms, dtype=bool), {}
+        for a in range(n_atoms):
+            if counts[a] < min_atom_samples:
+                mixtures.append(pooled)
+                uses_pooled[a] = True
+                continue
+            m, b = _fit_mixture(offsets[off_atoms == a], max_components, min_samples_per_component, seed)
+            mixtures.append(m)
+            bics[str(a)] = b
+            say(f"pgpg: atom {a}: {counts[a]} offsets -> {m.n_components} component(s)")
+        settings = dict(
+            format_version=FORMAT_VERSION, n_atoms=int(n_atoms), score_thresh=float(score_thresh),
+            iou_thresh=float(iou_thresh), max_components=int(max_components), min_joints=int(min_joints),
+            min_atom_samples=int(min_atom_samples), min_samples_per_component=int(min_samples_per_component),
+            seed=int(seed), n_images=len(persons), n_gt_persons=int(n_gt_persons), n_gt_with_keypoints=int(n_with_kp),
+            n_torso_poses=len(aligned), n_clustered=len(cluster_keys), n_matched_pairs=int(n_matched),
+            n_offsets=int(len(offsets)), mean_matched_iou=float(np.mean(ious)), pooled_bic={str(k): v for k, v in pooled_bic.items()},
+            atom_bic=bics, kmeans_inertia=float(km.inertia_),
+        )
+        model = cls(atoms, joint_mean, mixtures, pooled, uses_pooled, counts, settings, offsets, off_atoms)
+        model.kmeans_labels_ = km.labels_.copy()   # labels of the clustered poses (not saved)
+        model.cluster_keypoints_ = [persons[i][j]["kp"].copy() for i, j in cluster_keys]
+        return model
+
+    # ---------------------------------------------------------------- queries
+    def atom_of(self, keypoints: Any) -> int:
+        """Atomic pose id of a pose: ``keypoints`` [17, 3] (x, y, v) image px (or 51 numbers) -> int in
+        ``[0, n_atoms)``, the k-means centre nearest (Euclidean, in torso-aligned coordinates, unlabelled
+        joints at ``joint_mean``) to the aligned pose; :data:`NO_ATOM` (-1) when the torso is not
+        annotated. Does not modify ``keypoints``."""
+        a = _align(_keypoints_array(keypoints))
+        if a is None:
+            return NO_ATOM
+        return _nearest(self.atoms, _impute(a, self.joint_mean))
+
+    def mixture(self, atom: int) -> _Mixture:
+        """The offset mixture used for ``atom`` (the pooled one for :data:`NO_ATOM` or a small atom)."""
+        if isinstance(atom, bool) or not isinstance(atom, (int, np.integer)) or not NO_ATOM <= atom < self.n_atoms:
+            raise ValueError(f"atom must be an int in [-1, {self.n_atoms}), got {atom!r}")
+        return self.pooled if atom == NO_ATOM else self.mixtures[atom]
+
+    def sample_offsets(self, atom: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` normalized offsets from ``atom``'s mixture -> float64 [n, 4] (x1, y1, x2, y2 offsets as
+        fractions of the ground-truth width/height); draws that would give a box side below
+        ``MIN_SIDE_FRAC`` of the ground-truth side are redrawn."""
+        _check_n_rng(n, rng)
+        mix = self.mixture(atom)
+        out = mix.sample(n, rng)
+        for _ in range(1000):
+            bad = (1.0 + out[:, 2] - out[:, 0] < MIN_SIDE_FRAC) | (1.0 + out[:, 3] - out[:, 1] < MIN_SIDE_FRAC)
+            if not bad.any():
+                return out
+            out[bad] = mix.sample(int(bad.sum()), rng)
+        raise RuntimeError("offset mixture keeps producing boxes of non-positive size")  # pragma: no cover
+
+    def sample_boxes(self, keypoints: Any, gt_box_xywh: Any, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The box augmenter: ``n`` detector-like boxes for one annotated person.
+
+        ``keypoints``: [17, 3] (x, y, v) image px, COCO-17; ``gt_box_xywh``: its ground-truth box, 4
+        numbers COCO xywh px (w, h > 0); ``n``: int >= 0; ``rng``: ``np.random.Generator`` (the only
+        source of randomness: the same generator state gives the same boxes). Returns float64 [n, 4]
+        boxes xyxy image px (not clipped to the image). A pose with no annotated torso is sampled from
+        the pooled mixture."""
+        _check_n_rng(n, rng)
+        g = _box_xywh(gt_box_xywh)
+        atom = self.atom_of(keypoints)
+        return offsets_to_boxes(self.sample_offsets(atom, n, rng), g)
+
+    def log_likelihood(self, offsets: Any, atoms: Any) -> np.ndarray:
+        """Log density of normalized ``offsets`` [N, 4] under the mixtures of ``atoms`` [N] (ints,
+        -1 = pooled) -> float64 [N]."""
+        o = np.atleast_2d(np.asarray(offsets, dtype=np.float64))
+        a = np.asarray(atoms).reshape(-1)
+        if o.shape[1:] != (4,) or len(a) != len(o):
+            raise ValueError(f"offsets must be [N, 4] and atoms [N], got {list(o.shape)} and {list(a.shape)}")
+        out = np.empty(len(o))
+        for atom in np.unique(a):
+            sel = a == atom
+            out[sel] = self.mixture(int(atom)).log_likelihood(o[sel])
+        return out
+
+    def summary(self) -> Dict[str, Any]:
+        """Counts and offset statistics, JSON-serializable."""
+        per_atom = []
+        for a in range(self.n_atoms):
+            x = self.train_offsets[self.train_atoms == a]
+            m = self.mixtures[a]
+            per_atom.append(dict(atom=a, n_offsets=int(self.atom_counts[a]), uses_pooled=bool(self.atom_uses_pooled[a]),
+                                 n_components=m.n_components, mixture_mean=m.mean().round(4).tolist(),
+                                 offset_mean=(x.mean(0).round(4).tolist() if len(x) else None),
+                                 offset_std=(x.std(0).round(4).tolist() if len(x) else None)))
+        s = {k: self.settings[k] for k in ("n_images", "n_gt_persons", "n_gt_with_keypoints", "n_torso_poses",
+                                           "n_clustered", "n_matched_pairs", "n_offsets", "n_atoms",
+                                           "score_thresh", "iou_thresh") if k in self.settings}
+        s.update(pooled_components=self.pooled.n_components,
+                 offset_mean=self.train_offsets.mean(0).round(4).tolist(),
+                 offset_std=self.train_offsets.std(0).round(4).tolist(), atoms=per_atom)
+        return s
+
+    # ---------------------------------------------------------------- files
+    def save(self, path: PathLike) -> None:
+        """Writes the model as ``.npz`` (no pickle), atomically."""
+        comp_atom, w, mu, cov = [], [], [], []
+        for a, m in [(NO_ATOM, self.pooled)] + [(a, m) for a, m in enumerate(self.mixtures) if not self.atom_uses_pooled[a]]:
+            comp_atom += [a] * m.n_components
+            w.append(m.weights)
+            mu.append(m.means)
+            cov.append(m.covariances)
+        arrays = dict(
+            atoms=self.atoms, joint_mean=self.joint_mean, atom_uses_pooled=self.atom_uses_pooled,
+            atom_counts=self.atom_counts, gmm_atom=np.array(comp_atom, dtype=np.int64),
+            gmm_weights=np.concatenate(w), gmm_means=np.concatenate(mu), gmm_covariances=np.concatenate(cov),
+            train_offsets=self.train_offsets.astype(np.float32), train_atoms=self.train_atoms.astype(np.int16),
+            settings=np.array(json.dumps(self.settings, sort_keys=True)),
+        )
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: PathLike) -> "PGPG":
+        """Reads a model written by :meth:`save`; errors name the file and the missing field."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"PGPG model {path!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"PGPG model {path!r} is not a readable .npz file: {e}") from None
+        need = ("atoms", "joint_mean", "atom_uses_pooled", "atom_counts", "gmm_atom", "gmm_weights", "gmm_means",
+                "gmm_covariances", "train_offsets", "train_atoms", "settings")
+        missing = [k for k in need if k not in data]
+        if missing:
+            raise ValueError(f"PGPG model {path!r} lacks field(s) {missing}")
+        settings = json.loads(str(data["settings"]))
+        if settings.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"PGPG model {path!r} has format version {settings.get('format_version')}, "
+                             f"this code reads {FORMAT_VERSION}")
+        ca = data["gmm_atom"]
+
+        def mix(a):
+            sel = ca == a
+            if not sel.any():
+                raise ValueError(f"PGPG model {path!r} has no mixture for atom {a}")
+            return _Mixture(data["gmm_weights"][sel], data["gmm_means"][sel], data["gmm_covariances"][sel])
+
+        pooled = mix(NO_ATOM)
+        uses = data["atom_uses_pooled"].astype(bool)
+        mixtures = [pooled if uses[a] else mix(a) for a in range(len(data["atoms"]))]
+        return cls(data["atoms"], data["joint_mean"], mixtures, pooled, uses, data["atom_counts"], settings,
+                   data["train_offsets"], data["train_atoms"])
+
+    # ---------------------------------------------------------------- figure
+    def plot(self, path: PathLike, atoms: Optional[Sequence[int]] = None, cols: int = 4) -> None:
+        """Paper Figure 5: each atomic pose beside the marginal offset densities of its mixture (lines)
+        over the histogram of its fitted offsets; written as a PNG (matplotlib Agg), atomically."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        atoms = list(range(self.n_atoms)) if atoms is None else [int(a) for a in atoms]
+        rows = (len(atoms) + cols - 1) // cols
+        fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.3 * cols * 2 * 0.8, 3.0 * rows),
+                                 gridspec_kw=dict(width_ratios=[1, 1.5] * cols), squeeze=False)
+        names = ("left x1", "top y1", "right x2", "bottom y2")
+        colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+        grid = np.linspace(-0.6, 0.6, 241)
+        for i in range(rows * cols):
+            axp, axd = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+            if i >= len(atoms):
+                axp.axis("off")
+                axd.axis("off")
+                continue
+            a = atoms[i]
+            pose = self.atoms[a]
+            for j, k in COCO_SKELETON:
+                axp.plot(pose[[j, k], 0], pose[[j, k], 1], "-", color="0.2", lw=2)
+            axp.plot(pose[:, 0], pose[:, 1], "o", color="tab:purple", ms=3)
+            axp.set_xlim(-2.2, 2.2)
+            axp.set_ylim(3.2, -2.2)
+            axp.set_aspect("equal")
+            axp.set_xticks([])
+            axp.set_yticks([])
+            tag = " (pooled)" if self.atom_uses_pooled[a] else ""
+            axp.set_title(f"atom {a}: n={self.atom_counts[a]}", fontsize=9)
+            mix = self.mixtures[a]
+            x = self.train_offsets[self.train_atoms == a]
+            for d in range(4):
+                if len(x):
+                    axd.hist(x[:, d], bins=np.linspace(-0.6, 0.6, 25), density=True, alpha=0.18, color=colors[d])
+                var = mix.covariances[:, d, d]
+                dens = (mix.weights[:, None] * np.exp(-0.5 * (grid[None] - mix.means[:, d, None]) ** 2 / var[:, None])
+                        / np.sqrt(2 * np.pi * var[:, None])).sum(0)
+                axd.plot(grid, dens, color=colors[d], lw=1.6, label=names[d])
+            axd.axvline(0, color="0.5", lw=0.6)
+            axd.set_title(f"{mix.n_components}-component mixture{tag}", fontsize=9)
+            axd.set_xlabel("offset / GT side", fontsize=8)
+            axd.tick_params(labelsize=7)
+            axd.set_yticks([])
+            if i == 0:
+                axd.legend(fontsize=7, loc="upper left", frameon=False)
+        st = self.settings
+        fig.suptitle(f"PGPG atomic poses (torso-aligned) and their detected-box offset distributions "
+                     f"({st.get('n_offsets', len(self.train_offsets))} matched persons, score >= {st.get('score_thresh')}, "
+                     f"IoU >= {st.get('iou_thresh')})", fontsize=11)
+        fig.tight_layout(rect=(0, 0, 1, 0.96))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+
+
+def _check_n_rng(n: Any, rng: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+
+
+def _align(kp: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    t = _torso(kp)
+    if t is None:
+        return None
+    centre, length = t
+    lab = kp[:, 2] > 0
+    xy = (kp[:, :2] - centre) / length
+    xy[~lab] = np.nan
+    return xy, lab
+
+
+def _impute(aligned: Tuple[np.ndarray, np.ndarray], joint_mean: np.ndarray) -> np.ndarray:
+    xy, lab = aligned
+    return np.where(lab[:, None], xy, joint_mean).reshape(-1)
+
+
+def _nearest(atoms: np.ndarray, feat: np.ndarray) -> int:
+    d = ((atoms.reshape(len(atoms), -1) - feat[None]) ** 2).sum(1)
+    return int(np.argmin(d))
+
+
+_DEFAULT: Optional[PGPG] = None
+
+
+def load_default() -> PGPG:
+    """The model fitted on the COCO val2017 538-image subset with the real AP_H_56 person detections
+    (``rmpe/data/pgpg_coco_subset538.npz``), loaded once and cached (treat it as read-only)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = PGPG.load(DEFAULT_MODEL)
+    return _DEFAULT
