@@ -25,7 +25,12 @@ def register(subparsers) -> None:
                    help="largest Gaussian mixture tried per atom, BIC chooses (default 4)")
     p.add_argument("--min-atom-samples", type=int, default=30,
                    help="atoms with fewer matched offsets use the pooled mixture (default 30)")
+    p.add_argument("--prior-strength", type=float, default=400.0, metavar="TAU",
+                   help="each atom's mixture is n/(n+TAU) its own + TAU/(n+TAU) the pooled one (default 400; 0: none)")
     p.add_argument("--plot", metavar="FIG.png", help="also write the atoms/offset-distribution figure")
+    p.add_argument("--cv", type=int, default=0, metavar="FOLDS",
+                   help="also run a FOLDS-fold held-out check over images (held-out log-likelihood of the per-atom "
+                        "model vs the pooled mixture vs one Gaussian; IoU of sampled vs real boxes)")
     p.add_argument("--seed", type=int, default=0, help="k-means / mixture seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary line")
     p.set_defaults(func=run)
@@ -47,16 +52,30 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(getattr(args, name)):
             raise FileNotFoundError(f"{'ground-truth' if name == 'gt' else 'detections'} file "
                                     f"{getattr(args, name)!r} does not exist")
-    model = PGPG.fit(args.gt, args.dets, n_atoms=args.atoms, score_thresh=args.score_thresh,
-                     iou_thresh=args.iou_thresh, max_components=args.max_components,
-                     min_atom_samples=args.min_atom_samples, seed=args.seed, progress=not args.quiet)
+    if args.cv == 1 or args.cv < 0:
+        raise CommandError(f"--cv must be 0 (off) or at least 2 folds, got {args.cv}")
+    fit_kw = dict(n_atoms=args.atoms, score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
+                  max_components=args.max_components, min_atom_samples=args.min_atom_samples,
+                  prior_strength=args.prior_strength)
+    model = PGPG.fit(args.gt, args.dets, seed=args.seed, progress=not args.quiet, **fit_kw)
     s = model.summary()
     if not args.quiet:
         print(f"offsets (x1, y1, x2, y2) / GT side: mean {np.round(s['offset_mean'], 4).tolist()}, "
               f"std {np.round(s['offset_std'], 4).tolist()}")
         for a in s["atoms"]:
-            own = "pooled mixture" if a["uses_pooled"] else f"{a['n_components']} component(s)"
+            own = ("pooled mixture" if a["uses_pooled"] else
+                   f"{a['own_components']} own component(s) at weight {a['own_weight']:.3f} + pooled")
             print(f"  atom {a['atom']}: {a['n_offsets']} offsets, {own}")
+    if args.cv:
+        from ..pgpg import cross_validate
+
+        cv = cross_validate(args.gt, args.dets, folds=args.cv, seed=args.seed, **fit_kw)
+        print(f"held-out ({cv['folds']} folds over images, {cv['n_heldout']} offsets): mean log-likelihood "
+              f"per-atom {cv['loglik_atom']:.3f}, pooled mixture {cv['loglik_pooled']:.3f}, "
+              f"one Gaussian {cv['loglik_gaussian']:.3f}")
+        print(f"IoU with GT, quantiles 10/25/50/75/90%: real detections {cv['iou_real']}, sampled boxes "
+              f"(IoU >= {args.iou_thresh}) {cv['iou_sampled']}; sampled below {args.iou_thresh}: "
+              f"{cv['sampled_below_iou_thresh']:.3%}; KS statistic {cv['ks_iou']:.3f}")
     model.save(args.output)
     if args.plot:
         model.plot(args.plot)
