@@ -1,0 +1,440 @@
+"""The RMPE pipeline: frames + person boxes -> crops -> SPPE -> decode -> pose NMS -> COCO keypoint results.
+
+    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline import Pipeline
+    pipe = Pipeline(BlazePoseModel(), nms="alphapose", batch_size=64)
+    res = pipe(frames, boxes, image_ids)          # frames: uint8 [H, W, 3] BGR (cv2.imread), any sizes
+    res.results    # COCO keypoint results after NMS: image_id, category_id=1, keypoints (3 x 17), score,
+                   # det_bbox (xywh), det_score
+    res.proposals  # every pose before NMS (rmpe_ext.proposals.Proposals), res.pre_nms_results() as dicts
+    res.timings    # seconds: crop, sppe, decode, nms, total
+
+Stages (all persons of all the frames of one call are one batch; the SPPE sees them ``batch_size`` at a
+time, crossing frame boundaries; the NMS runs once over the whole batch with an ``image_index``):
+
+1. **Boxes**: per frame, from a detector callable or given (see :mod:`rmpe.detections`); boxes with a
+   score below ``det_thresh`` are dropped.
+2. **Crops**: each box becomes a pixel theta (crop pixel -> frame pixel) by a preset: ``"alphapose"``
+   (AlphaPose's ``SimpleTransform``: the shorter side extended to the input's aspect ratio, x1.25,
+   isotropic) or ``"paper"`` (RMPE section 4.1: +30% in width and height, stretched). One
+   ``rmpe_ext.ops.affine_crop`` call per frame writes its crops straight into the (reused) input batch,
+   normalized as the model wants (``/ 255``, mean/std, channel order, dtype). ``interpolation``:
+   ``"bilinear-u8"`` (default: ``cv2.warpAffine(INTER_LINEAR)`` of OpenCV 5, as most SPPEs were trained
+   on), ``"bilinear"`` (exact float) or ``"opencv4"``.
+3. **SPPE**: the adapter (:mod:`rmpe.models`) maps crops ``[n, 3, h, w]`` to heatmaps ``[n, K, h', w']``.
+4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``), logits go through a sigmoid
+   (``heatmap_activation``), then ``rmpe_ext.ops.heatmap_decode`` (``refine``: ``"quarter"``,
+   AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
+   (``"soft-argmax"``, with ``soft_argmax_beta``; the score is still the peak) back-projects through the
+   crop map: heatmap pixel ``u`` is crop pixel ``(u + heatmap_offset) w / w'``, then ``theta``.
+5. **Pose score**: ``det_score * mean(joint scores > kp_thresh)`` (0 when none is; mmpose's and
+   AlphaPose's ``oks_pose_nms`` rescoring).
+6. **Pose NMS** (``nms``): ``"alphapose"`` (``rmpe_ext.ops.pose_nms``, AlphaPose's criterion and
+   merging, ranked by the mean joint score as AlphaPose; result score is AlphaPose's
+   ``mean(merged) + det_score + 1.25 max(merged)``), ``"paper"`` and ``"oks"`` (ranked by the pose
+   score), ``"soft-oks"`` (``rmpe_ext.ops.soft_oks_nms``: the rescored pose score), or ``"none"``.
+   ``nms_rank="pose"`` ranks ``alphapose`` by the pose score as well (on the BlazePose sample this
+   matters: AlphaPose's joint-mean ranking ignores the detector score).
+   Parameters: an object of :mod:`rmpe.nms_params`, a dict of its fields, or a parameters file
+   (:func:`rmpe.nms_params.load_params`, whose ``method`` then sets ``nms``); defaults otherwise.
+
+Everything runs on ``device`` (default: the model's): frames are copied there once per call, thetas,
+crops, decode and NMS stay there; only the result records are built on the CPU. On CUDA the per-stage
+timings synchronize the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rmpe_ext import ops
+from rmpe_ext.proposals import Proposals
+
+from .detections import FrameBoxes, as_frame_boxes
+from .models import check_heatmaps, check_model
+from .nms_params import METHODS, load_params, make_params
+
+__all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
+           "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
+
+BOX_PRESETS = {"alphapose": (1.25, True), "paper": (1.3, False)}  # (enlargement, keep the aspect ratio)
+REFINES = ("quarter", "none", "dark", "soft-argmax")
+NMS_METHODS = tuple(METHODS) + ("none",)
+RANKS = ("method", "pose")
+STAGES = ("crop", "sppe", "decode", "nms", "total")
+
+
+# ------------------------------------------------------------------ the maps
+
+
+def crop_theta(boxes: Tensor, input_size: Sequence[int], preset: str = "alphapose",
+               scale: Optional[float] = None) -> Tensor:
+    """Pixel thetas ``[N, 2, 3]`` float64 (crop pixel -> image pixel) of the crops of boxes ``[N, 4]``
+    (x1, y1, x2, y2 pixels) at ``input_size = (h, w)``, by the box ``preset`` (``"alphapose"``: the
+    aspect fix and x1.25, isotropic; ``"paper"``: +30% each way, stretched); ``scale`` overrides the
+    preset's enlargement. On the boxes' device."""
+    if preset not in BOX_PRESETS:
+        raise ValueError(f"box preset must be one of {sorted(BOX_PRESETS)}, got {preset!r}")
+    default_scale, keep_aspect = BOX_PRESETS[preset]
+    return ops.boxes_to_theta(boxes.to(torch.float64), input_size, default_scale if scale is None else float(scale),
+                              keep_aspect)
+
+
+def heatmap_to_image(theta: Tensor, input_size: Sequence[int], heatmap_size: Sequence[int],
+                     offset: float = 0.0) -> Tensor:
+    """Maps ``[N, 2, 3]`` from heatmap pixels to image pixels: heatmap pixel ``(u, v)`` is crop pixel
+    ``((u + offset) w / w', (v + offset) h / h')``, which ``theta`` (crop -> image) takes to the image."""
+    m = ops.heatmap_theta(theta, input_size, heatmap_size)
+    if offset:
+        m = m.clone()
+        m[:, :, 2] += offset * (m[:, :, 0] + m[:, :, 1])
+    return m
+
+
+def pose_scores(joint_scores: Tensor, det_scores: Tensor, kp_thresh: float = 0.2) -> Tensor:
+    """``det_score * mean(joint scores > kp_thresh)`` per pose, 0 where no joint passes: ``[N, K]``, ``[N]``
+    -> ``[N]`` (the dtype of ``joint_scores``)."""
+    passing = joint_scores > kp_thresh
+    cnt = passing.sum(1)
+    mean = torch.where(passing, joint_scores, torch.zeros_like(joint_scores)).sum(1) / cnt.clamp_min(1)
+    return torch.where(cnt > 0, mean, torch.zeros_like(mean)) * det_scores.to(joint_scores.dtype)
+
+
+# ------------------------------------------------------------------ NMS
+
+
+def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any]:
+    if nms_params is None:
+        method = "alphapose" if nms is None else nms
+        if method not in NMS_METHODS:
+            raise ValueError(f"nms must be one of {list(NMS_METHODS)}, got {method!r}")
+        return method, None if method == "none" else make_params(method)
+    if isinstance(nms_params, (str, os.PathLike)):
+        method, params = load_params(nms_params)
+        if nms is not None and nms != method:
+            raise ValueError(f"nms={nms!r} but the NMS parameters file {os.fspath(nms_params)!r} is for {method!r}")
+        return method, params
+    if isinstance(nms_params, dict):
+        method = "alphapose" if nms is None else nms
+        if method == "none" or method not in METHODS:
+            raise ValueError(f"nms_params given as a dict needs nms to be one of {sorted(METHODS)}, got {method!r}")
+        return method, make_params(method, nms_params)
+    method = getattr(nms_params, "method", None)
+    if method not in METHODS or not isinstance(nms_params, METHODS[method]):
+        raise TypeError(f"nms_params must be a path, a dict or one of {[c.__name__ for c in METHODS.values()]}, "
+                        f"got {type(nms_params).__name__}")
+    if nms is not None and nms != method:
+        raise ValueError(f"nms={nms!r} but nms_params is a {type(nms_params).__name__} (method {method!r})")
+    return method, nms_params
+
+
+def run_nms(p: Proposals, method: str = "alphapose", params=None,
+            rank: str = "method") -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pose NMS over all the images of ``p`` at once -> ``(keep [M] int64, keypoints [M, K, 2],
+    joint_scores [M, K], scores [M])``, image by image (ascending image index), pick order within an image.
+
+    ``method``/``params`` as :class:`Pipeline` takes them (``params`` None: the method's defaults). The
+    ``alphapose`` method ranks by AlphaPose's mean joint score and merges; a merged joint that has no
+    weight (NaN in AlphaPose) keeps the pick's own joint; its score is AlphaPose's
+    ``mean(merged) + det_score + 1.25 max(merged)``. The others rank by ``p.scores`` and keep each pose's
+    own joints unless the parameters ask for merging; ``soft-oks`` returns the rescored scores.
+    ``rank="pose"`` makes ``alphapose`` rank by (and score with) ``p.scores`` too.
+    """
+    if rank not in RANKS:
+        raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
+    method, params = _resolve_nms(method, params)
+    n = p.poses.shape[0]
+    if method == "none" or n == 0:
+        keep = torch.arange(n, device=p.poses.device)
+        return keep, p.poses, p.joint_scores, p.scores
+    if method == "soft-oks":
+        keep, rescored = ops.soft_oks_nms(p.poses, p.joint_scores, p.boxes, p.scores, p.image_index,
+                                          thresh=params.thresh, max_dets=params.max_dets, linear=params.linear)
+        return keep, p.poses[keep], p.joint_scores[keep], rescored
+    alphapose_rank = method == "alphapose" and rank == "method"
+    res = ops.pose_nms(p.poses, p.joint_scores, p.boxes, None if alphapose_rank else p.scores,
+                       p.image_index, method=method, params=params)
+    own_poses, own_scores = p.poses[res.keep], p.joint_scores[res.keep]
+    poses = torch.where(torch.isfinite(res.poses), res.poses, own_poses)
+    joint = torch.where(torch.isfinite(res.scores), res.scores, own_scores)
+    if alphapose_rank:
+        scores = joint.mean(1) + p.box_scores[res.keep].to(joint.dtype) + 1.25 * joint.amax(1)
+    else:
+        scores = p.scores[res.keep]
+    return res.keep, poses, joint, scores
+
+
+# ------------------------------------------------------------------ results
+
+
+def proposals_to_records(p: Proposals, index: Optional[Tensor] = None, poses: Optional[Tensor] = None,
+                         joint_scores: Optional[Tensor] = None, scores: Optional[Tensor] = None) -> List[dict]:
+    """COCO keypoint result dicts for the poses ``index`` (default: all) of ``p``, with other keypoints,
+    joint scores or scores when given (one row per index): ``image_id``, ``category_id`` 1,
+    ``keypoints`` (x, y, score per joint, image pixels), ``score``, ``det_bbox`` (xywh), ``det_score``."""
+    if index is None:
+        index = torch.arange(p.poses.shape[0], device=p.poses.device)
+    poses = p.poses[index] if poses is None else poses
+    joint_scores = p.joint_scores[index] if joint_scores is None else joint_scores
+    scores = p.scores[index] if scores is None else scores
+    if len(index) == 0:
+        return []
+    kp = torch.cat([poses.to(torch.float64), joint_scores.to(torch.float64).unsqueeze(-1)], -1).flatten(1)
+    box = p.boxes[index].to(torch.float64)
+    xywh = torch.cat([box[:, :2], box[:, 2:] - box[:, :2]], 1)
+    ids = p.image_ids[index].tolist()
+    return [{"image_id": int(i), "category_id": 1, "keypoints": k, "score": float(s), "det_bbox": b,
+             "det_score": float(d)}
+            for i, k, s, b, d in zip(ids, kp.cpu().tolist(), scores.cpu().tolist(), xywh.cpu().tolist(),
+                                     p.box_scores[index].cpu().tolist())]
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    """What one :class:`Pipeline` call gives.
+
+    ``results``: COCO keypoint results after NMS (see :func:`proposals_to_records`), image by image;
+    ``proposals``: every pose before NMS as :class:`rmpe_ext.proposals.Proposals` (on the pipeline's
+    device; ``records`` empty; ``image_index`` = the frame's position in the call);
+    ``keep``: ``[M]`` the proposals the NMS kept (one per result); ``image_ids``: the COCO id of each frame;
+    ``timings``: seconds per stage (:data:`STAGES`); ``nms``: the method used.
+    """
+
+    results: List[dict]
+    proposals: Proposals
+    keep: Tensor
+    image_ids: List[int]
+    timings: Dict[str, float]
+    nms: str
+
+    def pre_nms_results(self) -> List[dict]:
+        """Every pose before NMS as COCO keypoint results (score: the pose score)."""
+        return proposals_to_records(self.proposals)
+
+    @property
+    def num_proposals(self) -> int:
+        return int(self.proposals.poses.shape[0])
+
+    @staticmethod
+    def merge(parts: Sequence["PipelineResult"]) -> "PipelineResult":
+        """One result from the results of several calls (frames renumbered in order, timings summed)."""
+        if not parts:
+            raise ValueError("merge needs at least one PipelineResult")
+        offset, idx, keep_off, keeps, fields = 0, [], 0, [], {f: [] for f in ("poses", "joint_scores", "boxes",
+                                                                              "box_scores", "scores", "image_ids")}
+        for r in parts:
+            for f in fields:
+                fields[f].append(getattr(r.proposals, f))
+            idx.append(r.proposals.image_index + offset)
+            keeps.append(r.keep + keep_off)
+            offset += len(r.image_ids)
+            keep_off += r.num_proposals
+        props = Proposals(*(torch.cat(fields[f]) for f in ("poses", "joint_scores", "boxes", "box_scores", "scores",
+                                                           "image_ids")), torch.cat(idx), [])
+        return PipelineResult([x for r in parts for x in r.results], props, torch.cat(keeps),
+                              [i for r in parts for i in r.image_ids],
+                              {s: sum(r.timings.get(s, 0.0) for r in parts) for s in STAGES}, parts[0].nms)
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+def _as_frame(frame, n: int, device: torch.device) -> Tensor:
+    if isinstance(frame, np.ndarray):
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames[{n}] must be a uint8 [H, W, 3] image, got {frame.dtype} {frame.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(frame))
+    elif isinstance(frame, Tensor):
+        if frame.dtype != torch.uint8 or frame.dim() != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames[{n}] must be a uint8 [H, W, 3] image, got {frame.dtype} {tuple(frame.shape)}")
+        t = frame
+    else:
+        raise ValueError(f"frames[{n}] must be a numpy array or a tensor, got {type(frame).__name__}")
+    if min(t.shape[:2]) == 0:
+        raise ValueError(f"frames[{n}] is empty: shape {tuple(t.shape)}")
+    return t.to(device).contiguous()
+
+
+class _Clock:
+    """Per-stage wall-clock sums; synchronizes CUDA before each reading so a stage owns its kernels."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.t = dict.fromkeys(STAGES, 0.0)
+        self.last = self.now()
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self, stage: Optional[str]) -> None:
+        t = self.now()
+        if stage is not None:
+            self.t[stage] += t - self.last
+        self.last = t
+
+
+class Pipeline:
+    """Top-down multi-person pose estimation with pose NMS (see the module docstring).
+
+    ``model``: an SPPE adapter (:class:`rmpe.models.PoseModel`). ``nms``/``nms_params``: see
+    :func:`run_nms`. ``box_preset``: default the model's. ``box_scale``: the preset's enlargement
+    overridden. ``refine``: one of :data:`REFINES`. ``det_thresh``: boxes below it are dropped.
+    ``batch_size``: crops per SPPE call. ``device``: default the model's. ``kp_thresh``: see
+    :func:`pose_scores`. ``interpolation``: of the crops (see ``rmpe_ext.ops.affine_crop``).
+    ``nms_rank``: ``"method"`` (AlphaPose's own ranking for ``alphapose``) or ``"pose"`` (the pose
+    score for every method; see :func:`run_nms`).
+    """
+
+    def __init__(self, model, nms: Optional[str] = None, nms_params=None, box_preset: Optional[str] = None,
+                 box_scale: Optional[float] = None, refine: str = "quarter", det_thresh: float = 0.0,
+                 batch_size: int = 64, device: Optional[Union[str, torch.device]] = None, kp_thresh: float = 0.2,
+                 interpolation: str = "bilinear-u8", soft_argmax_beta: float = 1.0, nms_rank: str = "method"):
+        check_model(model)
+        self.model = model
+        self.nms, self.nms_params = _resolve_nms(nms, nms_params)
+        if nms_rank not in RANKS:
+            raise ValueError(f"nms_rank must be one of {list(RANKS)}, got {nms_rank!r}")
+        self.nms_rank = nms_rank
+        self.box_preset = model.box_preset if box_preset is None else box_preset
+        if self.box_preset not in BOX_PRESETS:
+            raise ValueError(f"box_preset must be one of {sorted(BOX_PRESETS)}, got {self.box_preset!r}")
+        if box_scale is not None and not float(box_scale) > 0:
+            raise ValueError(f"box_scale must be > 0, got {box_scale}")
+        self.box_scale = box_scale
+        if refine not in REFINES:
+            raise ValueError(f"refine must be one of {list(REFINES)}, got {refine!r}")
+        self.refine = refine
+        if not np.isfinite(det_thresh):
+            raise ValueError(f"det_thresh must be a finite number, got {det_thresh}")
+        self.det_thresh = float(det_thresh)
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.device = torch.device(model.device if device is None else device)
+        self.kp_thresh = float(kp_thresh)
+        if interpolation not in ("bilinear", "bilinear-u8", "opencv4"):
+            raise ValueError(f"interpolation must be 'bilinear', 'bilinear-u8' or 'opencv4', got {interpolation!r}")
+        self.interpolation = interpolation
+        self.soft_argmax_beta = float(soft_argmax_beta)
+        self.input_size = tuple(int(s) for s in model.input_size)
+        jm = model.joint_map
+        self._joint_map = None if jm is None else torch.tensor(list(jm), dtype=torch.long, device=self.device)
+
+    def __repr__(self) -> str:
+        return (f"Pipeline({self.model!r}, nms={self.nms!r}, box_preset={self.box_preset!r}, refine={self.refine!r}, "
+                f"batch_size={self.batch_size}, device={self.device})")
+
+    # ---------------------------------------------------------------- stages
+
+    def _boxes(self, frames_np, detections, n_frames: int) -> List[FrameBoxes]:
+        if callable(detections) and not isinstance(detections, (list, tuple, dict)):
+            return [as_frame_boxes(detections(f), self.det_thresh, f"detector output for frames[{i}]")
+                    for i, f in enumerate(frames_np)]
+        if not isinstance(detections, (list, tuple)):
+            raise ValueError(f"detections must be a detector callable or a sequence (one per frame), "
+                             f"got {type(detections).__name__}")
+        if len(detections) != n_frames:
+            raise ValueError(f"detections has {len(detections)} entries for {n_frames} frames (one per frame)")
+        return [as_frame_boxes(d, self.det_thresh, f"detections[{i}]") for i, d in enumerate(detections)]
+
+    def _decode(self, heatmaps: Tensor, theta: Tensor) -> Tuple[Tensor, Tensor]:
+        jm = None if self._joint_map is None else self._joint_map.to(heatmaps.device)
+        if heatmaps.permute(0, 2, 3, 1).is_contiguous() and not heatmaps.is_contiguous():
+            # channels-last (e.g. a TFLite model's NHWC output viewed as NCHW): pick the joints along the
+            # contiguous axis, then one transpose (3x faster than a strided index_select)
+            nhwc = heatmaps.permute(0, 2, 3, 1)
+            hm = (nhwc if jm is None else nhwc[..., jm]).permute(0, 3, 1, 2).contiguous()
+        else:
+            hm = (heatmaps if jm is None else heatmaps.index_select(1, jm)).contiguous()
+        if self.model.heatmap_activation == "sigmoid":
+            hm = torch.sigmoid(hm)
+        m = heatmap_to_image(theta.to(hm.device), self.input_size, hm.shape[2:], self.model.heatmap_offset)
+        if self.refine == "soft-argmax":
+            coords, _ = ops.soft_argmax(hm, m, self.soft_argmax_beta)
+            scores = hm.flatten(2).amax(2)
+            return coords.to(torch.float32), scores.to(torch.float32)
+        coords, scores = ops.heatmap_decode(hm, m, self.refine)
+        return coords.to(torch.float32), scores.to(torch.float32)
+
+    def __call__(self, frames: Sequence, detections, image_ids: Optional[Sequence[int]] = None) -> PipelineResult:
+        """Poses of all the persons in ``frames``.
+
+        ``frames``: a sequence of uint8 ``[H, W, 3]`` BGR images (numpy arrays or tensors; sizes may
+        differ), never modified. ``detections``: a detector callable (called on each frame as given) or a
+        sequence with one entry per frame, each anything :func:`rmpe.detections.as_frame_boxes` takes.
+        ``image_ids``: the COCO id of each frame (default 0, 1, ...).
+        """
+        clock = _Clock(self.device)
+        t_start = clock.last
+        if isinstance(frames, (np.ndarray, Tensor)) and getattr(frames, "ndim", 0) == 3:
+            raise ValueError("frames must be a sequence of images; wrap a single frame in a list")
+        frames = list(frames)
+        ids = list(range(len(frames))) if image_ids is None else [int(i) for i in image_ids]
+        if len(ids) != len(frames):
+            raise ValueError(f"image_ids has {len(ids)} entries for {len(frames)} frames")
+        per_frame = self._boxes(frames, detections, len(frames))
+        dev_frames = [_as_frame(f, i, self.device) for i, f in enumerate(frames)]
+        counts = [len(fb) for fb in per_frame]
+        n = sum(counts)
+        K = 17
+        if n:
+            boxes = torch.cat([fb.boxes for fb in per_frame]).to(self.device)
+            det_scores = torch.cat([fb.scores for fb in per_frame]).to(self.device)
+        else:
+            boxes, det_scores = torch.zeros(0, 4, device=self.device), torch.zeros(0, device=self.device)
+        frame_of = torch.repeat_interleave(torch.arange(len(frames)), torch.tensor(counts, dtype=torch.long)) \
+            if frames else torch.zeros(0, dtype=torch.long)
+        theta = crop_theta(boxes, self.input_size, self.box_preset, self.box_scale)
+        poses = torch.zeros(n, K, 2, device=self.device)
+        joint = torch.zeros(n, K, device=self.device)
+        clock.lap(None)
+
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # frame f owns [starts[f], starts[f+1])
+        frame_of_np = frame_of.numpy()
+        m = self.model
+        buf = None
+        for s in range(0, n, self.batch_size):
+            e = min(s + self.batch_size, n)
+            if buf is None:
+                buf = torch.empty((min(self.batch_size, n), 3) + self.input_size, dtype=m.dtype, device=self.device)
+            out = buf[:e - s]
+            for f in range(int(frame_of_np[s]), int(frame_of_np[e - 1]) + 1):
+                a, b = max(s, int(starts[f])), min(e, int(starts[f + 1]))
+                if a >= b:
+                    continue
+                ops.affine_crop(dev_frames[f], theta[a:b], self.input_size,
+                                torch.zeros(b - a, dtype=torch.long, device=self.device), mean=m.mean, std=m.std,
+                                reverse_channels=m.channel_order == "RGB", interpolation=self.interpolation,
+                                check=False, out=out[a - s:b - s])
+            clock.lap("crop")
+            heatmaps = check_heatmaps(m(out), e - s, m.num_joints, f"model {type(m).__name__}")
+            clock.lap("sppe")
+            poses[s:e], joint[s:e] = self._decode(heatmaps, theta[s:e])
+            clock.lap("decode")
+
+        scores = pose_scores(joint, det_scores, self.kp_thresh)
+        props = Proposals(poses, joint, boxes.to(torch.float32), det_scores, scores,
+                          torch.tensor(ids, dtype=torch.long)[frame_of].to(self.device), frame_of.to(self.device), [])
+        clock.lap(None)
+        keep, kp, js, sc = run_nms(props, self.nms, self.nms_params, self.nms_rank)
+        clock.lap("nms")
+        results = proposals_to_records(props, keep, kp, js, sc)
+        clock.lap(None)
+        clock.t["total"] = clock.last - t_start
+        return PipelineResult(results, props, keep, ids, clock.t, self.nms)
+
+    def renms(self, result: PipelineResult, nms: Optional[str] = None, nms_params=None,
+              nms_rank: Optional[str] = None) -> List[dict]:
+        """The results of ``result``'s proposals under another NMS (no crops, no SPPE run again)."""
+        method, params = _resolve_nms(nms, nms_params)
+        keep, kp, js, sc = run_nms(result.proposals, method, params, self.nms_rank if nms_rank is None else nms_rank)
+        return proposals_to_records(result.proposals, keep, kp, js, sc)
