@@ -46,6 +46,10 @@ Conventions
 * Sampling: a sampled box must keep a positive size: offsets whose box would be narrower or lower
   than ``MIN_SIDE_FRAC`` of the ground-truth side are redrawn (rejection sampling; rare).
 
+Checks: :func:`matched_pairs` gives the matched pairs as ``fit`` sees them; :func:`cross_validate`
+scores held-out offsets (per-atom model vs pooled mixture vs one Gaussian) and compares the IoU of
+sampled boxes with that of the real detections (``rmpe fit-pgpg --cv 5``).
+
 Files: :meth:`PGPG.save` writes an ``.npz`` (numeric arrays and a JSON settings string, no pickle),
 atomically; :meth:`PGPG.load` reads it with ``allow_pickle=False``. :func:`load_default` loads the model
 fitted on the COCO val2017 538-image subset with the real AP_H_56 detections, shipped in
@@ -450,7 +454,12 @@ class PGPG:
         clustered; ``min_atom_samples``: offsets an atom needs for its own mixture (else pooled);
         ``min_samples_per_component``: offsets per mixture component needed to try that many;
         ``image_ids``: restrict to these images (e.g. a training split); ``seed``: k-means and mixture
-        seed (the fit is deterministic given it); ``progress``: print progress lines."""
+        seed (the fit is deterministic given it); ``progress``: print progress lines.
+
+        Ground-truth boxes with zero width or height are skipped (they cannot normalize offsets). The
+        returned model also carries, unsaved, ``kmeans_labels_`` (int [M]) and ``cluster_keypoints_``
+        (M arrays [17, 3]): the k-means labels of the clustered poses and those poses, for checks.
+        Raises ValueError naming the field/argument on malformed input or too little data."""
         from sklearn.cluster import KMeans
 
         for name, v, lo in (("n_atoms", n_atoms, 1), ("max_components", max_components, 1),
