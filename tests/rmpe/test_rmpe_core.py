@@ -3,6 +3,7 @@ import copy
 import gzip
 import json
 import math
+import os
 import pathlib
 
 import pytest
@@ -42,6 +43,9 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     write_json(target, {"a": 1})
     assert read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
 
 
 def test_read_json_errors_name_the_file(tmp_path):
