@@ -370,3 +370,39 @@ def test_draw_and_save(tmp_path, coco4):
         draw_results(frame, [{"score": 1.0}])
     with pytest.raises(ValueError, match="uint8"):
         draw_results(frame.astype(np.float32), res.results)
+
+
+def test_model_files_torchscript_and_export(tmp_path):
+    import warnings
+
+    from rmpe.models import load_torch_model
+
+    m = Tiny().eval()
+    x = torch.rand(3, 3, 256, 192)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(m, (x[:2],), dynamic_shapes=({0: batch},)), str(tmp_path / "m.pt2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.*: deprecated, still what many ship
+        torch.jit.save(torch.jit.trace(m, x[:1]), str(tmp_path / "m.pt"))
+    for name in ("m.pt2", "m.pt"):
+        torch.testing.assert_close(load_torch_model(tmp_path / name)(x), m(x))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="junk.pt.*is not a TorchScript module"):
+        load_torch_model(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_torch_model(tmp_path / "missing.pt")
+
+
+def test_blazepose_batched_interpreter_gives_the_same_heatmaps():
+    pytest.importorskip("ai_edge_litert")
+    from rmpe.models import BlazePoseModel
+
+    crops = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    one = BlazePoseModel(num_threads=1)(crops)
+    two = BlazePoseModel(num_threads=1, batch=2)(crops)  # resize_tensor_input; the last chunk is padded
+    assert one.shape == (3, 39, 64, 64)
+    torch.testing.assert_close(one, two, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"crops must be a \[N, 3, 256, 256\] tensor"):
+        BlazePoseModel(num_threads=1)(torch.rand(1, 3, 256, 192))
+    with pytest.raises(FileNotFoundError, match="BlazePose model file"):
+        BlazePoseModel("/nonexistent/model.tflite")

@@ -20,8 +20,8 @@ class TorchHeatmapModel:
     Defaults are AlphaPose's (``SimpleTransform.test_transform``): 256x192 RGB crops, ``pixel / 255 -
     ALPHAPOSE_MEAN``, std 1, float32, the AlphaPose box preset, heatmap pixel ``u`` = crop pixel
     ``u * w / w'``. ``num_joints`` is K (17 unless ``joint_map`` picks COCO-17 out of more).
-    The module is put in eval mode and moved to ``device`` (in place, as ``module.to`` does) and
-    runs under ``torch.inference_mode``. A module that returns a tuple/list gives its first item.
+    The module is put in eval mode (a ``torch.export`` module keeps the mode it was exported in) and
+    moved to ``device`` (in place, as ``module.to`` does) and runs under ``torch.inference_mode``. A module that returns a tuple/list gives its first item.
     """
 
     def __init__(self, module: torch.nn.Module, input_size: Sequence[int] = (256, 192),
@@ -35,7 +35,10 @@ class TorchHeatmapModel:
         self.device = torch.device(device)
         self.module = module
         if isinstance(module, torch.nn.Module):
-            module.eval()
+            try:
+                module.eval()
+            except NotImplementedError:  # a torch.export module: exported in the mode it runs in
+                pass
             module.to(self.device)
         self.input_size: Tuple[int, int] = tuple(int(s) for s in input_size)
         self.mean, self.std = _as3(mean, "mean"), _as3(std, "std")
