@@ -47,7 +47,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -421,6 +421,10 @@ class Pipeline:
             poses[s:e], joint[s:e] = self._decode(heatmaps, theta[s:e])
             clock.lap("decode")
 
+        if n and not bool(torch.isfinite(poses).all() & torch.isfinite(joint).all()):  # one check (a sync on CUDA)
+            bad = (~torch.isfinite(poses).all(2) | ~torch.isfinite(joint)).any(1).nonzero().flatten()[:5].tolist()
+            raise ValueError(f"model {type(m).__name__} gave NaN or infinite heatmaps (persons {bad}, counted "
+                             "over the frames of this call)")
         scores = pose_scores(joint, det_scores, self.kp_thresh)
         props = Proposals(poses, joint, boxes.to(torch.float32), det_scores, scores,
                           torch.tensor(ids, dtype=torch.long)[frame_of].to(self.device), frame_of.to(self.device), [])

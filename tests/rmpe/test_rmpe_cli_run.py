@@ -109,7 +109,8 @@ def test_failed_runs_leave_nothing(tmp_path, scripted, capsys):
     _fails(["run", str(imgs), str(DETS), "--gt", str(gt)] + common, capsys, "not in the ground truth")
     params = tmp_path / "nms.json"
     save_params(params, make_params("paper"))
-    _fails(["run", str(imgs), str(DETS), "--nms", "oks", "--nms-params", str(params)] + common, capsys, "is for 'paper'")
+    _fails(["run", str(imgs), str(DETS), "--nms", "oks", "--nms-params", str(params)] + common, capsys,
+           "is for 'paper'")
     _fails(["run", str(imgs), str(DETS), "--batch-size", "0"] + common, capsys, "--batch-size must be at least 1")
     _fails(["run", str(imgs), str(DETS), "-o", str(out), "--model", str(tmp_path / "none.pt")], capsys,
            "no such model file")

@@ -406,3 +406,15 @@ def test_blazepose_batched_interpreter_gives_the_same_heatmaps():
         BlazePoseModel(num_threads=1)(torch.rand(1, 3, 256, 192))
     with pytest.raises(FileNotFoundError, match="BlazePose model file"):
         BlazePoseModel("/nonexistent/model.tflite")
+
+
+def test_nan_heatmaps_are_an_error(coco4):
+    class NaNs(Tiny):
+        def forward(self, x):
+            out = super().forward(x)
+            out[1, 3, 5, 5] = float("nan")
+            return out
+
+    frames, per_frame, ids = coco4
+    with pytest.raises(ValueError, match=r"NaN or infinite heatmaps \(persons \[1\]"):
+        Pipeline(TorchHeatmapModel(NaNs()), refine="none")(frames[:1], per_frame[:1], ids[:1])

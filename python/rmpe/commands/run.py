@@ -56,7 +56,8 @@ def register(sub) -> None:
                    help="box-to-crop map (default: the model's: alphapose)")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch and the BlazePose interpreter")
     e = p.add_argument_group("inputs and evaluation")
-    e.add_argument("--gt", default=None, metavar="GT.json", help="COCO keypoint ground truth: print AP before/after NMS")
+    e.add_argument("--gt", default=None, metavar="GT.json",
+                   help="COCO keypoint ground truth: print AP before/after NMS")
     e.add_argument("--images-json", default=None, metavar="FILE",
                    help="a COCO file whose images[] map image ids to file names (default: --gt's, else 12-digit names)")
     p.set_defaults(func=run)
@@ -71,7 +72,10 @@ def _model(args):
     threads = args.threads or torch.get_num_threads()
     if args.model == "blazepose" or args.model.endswith(".tflite"):
         path = None if args.model == "blazepose" else args.model
-        return BlazePoseModel(path, num_threads=threads)
+        try:
+            return BlazePoseModel(path, num_threads=threads)
+        except ImportError as e:
+            raise CommandError(str(e)) from None
     if not os.path.isfile(args.model):
         raise CommandError(f"--model {args.model!r}: not 'blazepose' and no such model file")
     kwargs = dict(input_size=tuple(args.input_size), std=tuple(args.std), channel_order="BGR" if args.bgr else "RGB",

@@ -21,7 +21,8 @@ class TorchHeatmapModel:
     ALPHAPOSE_MEAN``, std 1, float32, the AlphaPose box preset, heatmap pixel ``u`` = crop pixel
     ``u * w / w'``. ``num_joints`` is K (17 unless ``joint_map`` picks COCO-17 out of more).
     The module is put in eval mode (a ``torch.export`` module keeps the mode it was exported in) and
-    moved to ``device`` (in place, as ``module.to`` does) and runs under ``torch.inference_mode``. A module that returns a tuple/list gives its first item.
+    moved to ``device`` (in place, as ``module.to`` does) and runs under ``torch.inference_mode``.
+    A module that returns a tuple/list gives its first item.
     """
 
     def __init__(self, module: torch.nn.Module, input_size: Sequence[int] = (256, 192),
