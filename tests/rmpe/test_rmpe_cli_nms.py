@@ -1,0 +1,205 @@
+"""``rmpe nms``, ``rmpe tune-nms``, ``rmpe eval`` end to end through rmpe.cli.main, in temporary folders."""
+import gzip
+import json
+import pathlib
+
+import pytest
+import torch
+
+from rmpe.cli import main
+from rmpe.eval import STAT_NAMES, coco_keypoint_eval
+from rmpe.nms_params import load_params
+from rmpe.nms_search import KeypointAP, apply_nms, load_params_and_scoring, read_proposals, to_results
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PROPOSALS = str(ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz")
+GT = str(ROOT / "data" / "gt_dev.json.gz")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return json.load(gzip.open(PROPOSALS, "rt"))
+
+
+def fails_cleanly(capsys, argv, match, folder, output):
+    """Exit 2, one line on stderr naming the problem, no output file, no temporary left behind."""
+    before = set(pathlib.Path(folder).iterdir())
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"rmpe {argv[0]}: error: "), err
+    assert match in err, err
+    assert not pathlib.Path(output).exists()
+    assert set(pathlib.Path(folder).iterdir()) == before
+
+
+# ------------------------------------------------------------------ rmpe nms
+
+@pytest.mark.parametrize("method", ["paper", "alphapose", "oks", "soft-oks"])
+def test_nms_end_to_end(tmp_path, capsys, method):
+    out = tmp_path / "kept.json"
+    assert main(["nms", PROPOSALS, "-o", str(out), "--method", method, "--gt", GT]) == 0
+    text = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert f"kept {len(results)} of 413 poses on 12 images" in text
+    props = read_proposals(PROPOSALS)
+    expected = to_results(props, apply_nms(props, method), extra=True)
+    assert len(results) == len(expected) < 413
+    assert results[0]["keypoints"] == pytest.approx(expected[0]["keypoints"])
+    assert {"image_id", "category_id", "keypoints", "score", "det_bbox", "det_score"} <= set(results[0])
+    ap = coco_keypoint_eval(GT, results)["AP"]
+    assert f"{ap:.4f} after" in text
+    # the output is again a proposals file
+    assert main(["nms", str(out), "-o", str(tmp_path / "again.json"), "--method", method]) == 0
+
+
+def test_nms_with_a_parameters_file(tmp_path, capsys):
+    out = tmp_path / "kept.json"
+    assert main(["nms", PROPOSALS, "-o", str(out), "--params", "tuned", "--method", "paper", "--gt", GT]) == 0
+    text = capsys.readouterr().out
+    from rmpe.nms_search import tuned_params_path
+    meta = json.load(open(tuned_params_path("paper")))["meta"]
+    assert f"{meta['ap']:.4f} after" in text
+    assert f"rank: {meta['scoring']['rank']}, score: {meta['scoring']['output']}" in text
+    # --score overrides the file's
+    assert main(["nms", PROPOSALS, "-o", str(out), "--params", tuned_params_path("paper"),
+                 "--score", "proposal"]) == 0
+    assert "score: proposal" in capsys.readouterr().out
+
+
+def test_nms_bad_input(tmp_path, capsys, records):
+    out = tmp_path / "out.json"
+    rec = records[0]
+
+    def write(name, obj):
+        p = tmp_path / name
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(p)
+
+    cases = [
+        (write("a.json", "not json"), "not valid JSON"),
+        (write("b.json", []), "holds no proposals"),
+        (write("c.json", [{k: v for k, v in rec.items() if k != "keypoints"}]), "missing field 'keypoints'"),
+        (write("d.json", [rec, dict(rec, keypoints=rec["keypoints"][:45])]), "'keypoints' has 45 numbers"),
+        (write("e.json", [dict(rec, score=float("nan"))]), "non-finite value in 'score'"),
+        (write("f.json", {"image_id": 1}), "expected a JSON list"),
+        (str(tmp_path / "absent.json"), "does not exist"),
+    ]
+    for path, match in cases:
+        fails_cleanly(capsys, ["nms", path, "-o", str(out)], match, tmp_path, out)
+    # 16 joints against a 17-joint ground truth
+    short = [dict(r, keypoints=r["keypoints"][:48]) for r in records[:5]]
+    fails_cleanly(capsys, ["nms", write("g.json", short), "-o", str(out), "--gt", GT], "expected 51",
+                  tmp_path, out)
+    # a parameters file for another method, a broken one
+    p = write("p.json", {"method": "alphapose", "params": {}})
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--method", "paper", "--params", p],
+                  "is for 'alphapose'", tmp_path, out)
+    p = write("q.json", {"method": "paper", "params": {"gamma": 3}})
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--params", p], "unknown paper NMS parameter",
+                  tmp_path, out)
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--method", "soft-oks", "--score", "joints"],
+                  "--score must be 'rank'", tmp_path, out)
+
+
+# ------------------------------------------------------------------ rmpe tune-nms
+
+def test_tune_nms_end_to_end(tmp_path, capsys):
+    out = tmp_path / "params.json"
+    argv = ["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "paper", "--max-rounds", "1", "--grid", "3",
+            "--refine", "0", "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    method, params = load_params(out)
+    assert method == "paper"
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["ap"] > meta["start_ap"] and meta["rounds"] == 1
+    assert f"{meta['ap_no_nms']:.4f} without NMS, {meta['start_ap']:.4f} at the start, {meta['ap']:.4f} tuned" in text
+    assert f"wrote {out}" in text
+    # the file reproduces the AP it claims, through rmpe nms
+    kept = tmp_path / "kept.json"
+    assert main(["nms", PROPOSALS, "-o", str(kept), "--params", str(out)]) == 0
+    assert coco_keypoint_eval(GT, json.loads(kept.read_text()))["AP"] == pytest.approx(meta["ap"], abs=1e-12)
+    # starting from it, a further round cannot lose AP
+    out2 = tmp_path / "params2.json"
+    assert main(argv[:4] + [str(out2)] + argv[5:] + ["--start", str(out)]) == 0
+    assert json.loads(out2.read_text())["meta"]["ap"] >= meta["ap"]
+
+
+def test_tune_nms_on_some_images(tmp_path, capsys):
+    ids = sorted({r["image_id"] for r in json.load(gzip.open(PROPOSALS, "rt"))})[:4]
+    out = tmp_path / "params.json"
+    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "oks", "--images",
+                 ",".join(map(str, ids)), "--max-rounds", "1", "--quiet", "--rank", "box", "--score", "joints"]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["tuned_on_image_ids"] == ids and meta["num_images"] == 4
+    method, params, scoring = load_params_and_scoring(out)
+    assert (scoring.rank, scoring.output) == ("box", "joints")
+    props = read_proposals(PROPOSALS)
+    from rmpe.nms_search import subset_proposals
+    sub = subset_proposals(props, ids)
+    assert KeypointAP(GT, image_ids=ids).ap(to_results(sub, apply_nms(sub, method, params, scoring))) == meta["ap"]
+
+
+def test_tune_nms_bad_input(tmp_path, capsys):
+    out = tmp_path / "params.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text("[")
+    base = ["-o", str(out), "--quiet", "--max-rounds", "1"]
+    fails_cleanly(capsys, ["tune-nms", PROPOSALS, str(bad)] + base, "ground-truth file", tmp_path, out)
+    fails_cleanly(capsys, ["tune-nms", str(bad), GT] + base, "proposals file", tmp_path, out)
+    fails_cleanly(capsys, ["tune-nms", PROPOSALS, GT, "--grid", "4"] + base, "--grid must be an odd", tmp_path, out)
+    fails_cleanly(capsys, ["tune-nms", PROPOSALS, GT, "--names", "eta,gamma"] + base,
+                  "'gamma' is not a paper NMS parameter", tmp_path, out)
+    fails_cleanly(capsys, ["tune-nms", PROPOSALS, GT, "--images", "1,x"] + base, "comma-separated integers",
+                  tmp_path, out)
+    gt = json.load(gzip.open(GT, "rt"))
+    gt["images"] = gt["images"][:3]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in {i["id"] for i in gt["images"]}]
+    small = tmp_path / "gt3.json"
+    small.write_text(json.dumps(gt))
+    fails_cleanly(capsys, ["tune-nms", PROPOSALS, str(small)] + base, "not in the ground truth", tmp_path, out)
+
+
+# ------------------------------------------------------------------ rmpe eval
+
+def test_eval_table_and_json(tmp_path, capsys, records):
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps(records))
+    expected = coco_keypoint_eval(GT, records)
+    assert main(["eval", str(res), GT]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "413 results on 12 images"
+    table = {ln.split()[0]: float(ln.split()[1]) for ln in lines[1:]}
+    assert list(table) == list(STAT_NAMES)
+    for k in STAT_NAMES:
+        assert table[k] == pytest.approx(expected[k], abs=5e-5)
+    assert main(["eval", str(res), GT, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == {**{k: expected[k] for k in STAT_NAMES}, "n_results": 413}
+
+
+def test_eval_bad_input(tmp_path, capsys, records):
+    def write(name, obj):
+        p = tmp_path / name
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(p)
+
+    cases = [
+        (write("a.json", "{"), "not valid JSON"),
+        (write("b.json", {"x": 1}), "expected a JSON list"),
+        (write("c.json", [{k: v for k, v in records[0].items() if k != "score"}]), "missing field 'score'"),
+        (write("d.json", [dict(records[0], image_id=5)]), "ground truth lacks"),
+        (write("e.json", [dict(records[0], keypoints=records[0]["keypoints"][:48])]), "17 joints"),
+        (write("f.json", ["x"]), "result 0 is a str"),
+    ]
+    for path, match in cases:
+        assert main(["eval", path, GT]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("rmpe eval: error: ") and match in err, err
+    assert main(["eval", write("g.json", records), write("gt.json", {"images": []})]) == 2
+    assert "ground truth must be a COCO annotation dict" in capsys.readouterr().err
