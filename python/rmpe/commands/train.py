@@ -1,0 +1,104 @@
+"""``rmpe train``: train the SSTN + SPPE (+ parallel SPPE) on COCO persons cropped from displaced boxes.
+
+Persons are split by image into training and held-out sets (``--val-fraction``); every epoch prints the
+training loss and, on the held-out persons, the heatmap loss, the STN's displacement (before -> after,
+normalized proposal units, see ``rmpe.sstn.centre_displacement``) and PCK@0.2 of the GT box's longer
+side. Checkpoints (``CKPT_DIR/last.pt``) and ``history.json`` are written atomically after every epoch;
+``--resume`` continues from ``last.pt``.
+"""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the symmetric STN + SPPE (+ parallel SPPE) on COCO persons",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, metavar="COCO_JSON", help="COCO person-keypoint annotation file")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the annotation file's images")
+    p.add_argument("--augment", choices=("jitter", "pgpg"), default="jitter",
+                   help="where the training proposals come from (default: jitter)")
+    p.add_argument("--parallel", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="train with the parallel SPPE branch (default: on)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--warmup-epochs", type=int, default=2,
+                   help="first epochs train the SPPE alone on ideal (GT-box) crops (default: 2)")
+    p.add_argument("--out", metavar="CKPT_DIR", default=None, help="checkpoint folder (default: none written)")
+    p.add_argument("--resume", action="store_true", help="continue from CKPT_DIR/last.pt")
+    p.add_argument("--input-size", type=int, nargs=2, default=(64, 48), metavar=("H", "W"),
+                   help="proposal and crop size, multiples of 4 (default: 64 48)")
+    p.add_argument("--stacks", type=int, default=1, help="hourglass stacks (default: 1)")
+    p.add_argument("--width", type=int, default=32, help="hourglass width (default: 32)")
+    p.add_argument("--depth", type=int, default=2, help="hourglass depth (default: 2)")
+    p.add_argument("--loc-features", choices=("resnet", "sppe"), default="resnet",
+                   help="the localization network's backbone (default: a compact ResNet)")
+    p.add_argument("--boxes-per-person", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--loc-lr", type=float, default=1e-3)
+    p.add_argument("--sigma", type=float, default=2.0, help="target Gaussian sigma, heatmap pixels (default: 2)")
+    p.add_argument("--min-keypoints", type=int, default=5)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of the images (default: 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..augment import make_augmenter
+    from ..cli import CommandError
+    from ..data import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
+    from ..hourglass import StackedHourglass
+    from ..sstn import SSTN
+    from ..train import Trainer, TrainConfig, set_seed
+
+    if args.resume and not args.out:
+        raise CommandError("--resume needs --out CKPT_DIR")
+    if args.epochs < 1 or args.boxes_per_person < 1:
+        raise CommandError("--epochs and --boxes-per-person must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    heatmap_size_for(args.input_size)  # input size must be a multiple of 4
+    set_seed(args.seed)
+    persons = load_persons(args.data, args.images, min_keypoints=args.min_keypoints)
+    if len(persons) < 2:
+        raise CommandError(f"{args.data!r} has {len(persons)} usable persons (with >= {args.min_keypoints} "
+                           f"keypoints and an image in {args.images!r}); need at least 2")
+    train_p, val_p = split_by_image(persons, args.val_fraction, seed=args.seed)
+    if not train_p:
+        raise CommandError("no training persons left after the held-out split: lower --val-fraction")
+    frames = load_frames(persons)
+    aug = make_augmenter(args.augment)
+    rng = np.random.default_rng(args.seed)
+    kw = dict(input_size=tuple(args.input_size), sigma=args.sigma)
+    train = make_crops(train_p, frames, aug, args.boxes_per_person, rng, **kw)
+    val = make_crops(val_p, frames, aug, max(1, args.boxes_per_person // 2), rng, **kw) if val_p else None
+    print(f"{len(train_p)} training persons ({len(train)} crops), {len(val_p)} held-out ({0 if val is None else len(val)}"
+          f" crops); augment={args.augment}, parallel={'on' if args.parallel else 'off'}")
+    model = SSTN(StackedHourglass(17, args.stacks, args.width, args.depth), input_size=tuple(args.input_size),
+                 parallel="shared" if args.parallel else None, loc_features=args.loc_features, loc_width=8)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loc_lr=args.loc_lr,
+                      sppe_warmup_epochs=min(args.warmup_epochs, args.epochs), seed=args.seed,
+                      progress=not args.no_progress,
+                      extra={"augment": args.augment, "input_size": list(args.input_size), "stacks": args.stacks,
+                             "width": args.width, "depth": args.depth, "loc_features": args.loc_features})
+    trainer = Trainer(model, train, cfg, val=val, out_dir=args.out)
+
+    def log(r):
+        line = f"epoch {r['epoch']}: loss {r['loss']:.5f} (main {r['main_loss']:.5f}, parallel {r['parallel_loss']:.5f})"
+        if "val_loss" in r:
+            line += (f"; held-out loss {r['val_loss']:.5f}, displacement {r['val_displacement_before']:.4f} -> "
+                     f"{r['val_displacement_after']:.4f}, PCK@0.2 {r['val_pck']:.3f}")
+        print(line, flush=True)
+
+    start = trainer.epoch
+    trainer.fit(resume=args.resume, log=log)
+    if args.resume and trainer.epoch == start and trainer.history and trainer.epoch >= cfg.epochs:
+        print(f"already trained for {trainer.epoch} epochs (--epochs {cfg.epochs}); nothing to do")
+    if args.out:
+        print(f"checkpoint: {trainer.checkpoint_path}")
+    return 0
