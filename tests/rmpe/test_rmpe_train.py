@@ -179,7 +179,8 @@ def test_short_training_on_real_persons(shared_data):
     """A short run on real COCO persons (coco_mini train2017 + mmpose) with jittered boxes, evaluated on
     held-out coco_mini val2017 persons: the training loss falls and the held-out heatmap loss and PCK
     improve over the first epoch, with and without the parallel branch. The displacement measure is
-    computed and reported (at this scale the STN does not reduce it; see docs/sstn_training.md)."""
+    computed and checked finite only: at this scale (about 70 training persons, 3 epochs) the STN does
+    not reduce it, measured; the held-out PCK rose 0.062 -> 0.117 in the run this margin came from."""
     torch.set_num_threads(2)
     root = shared_data / "coco_mini"
     train_p = load_persons(root / "person_keypoints_train2017_cocomini.json", root / "train2017", min_keypoints=5)
