@@ -58,7 +58,8 @@ from rmpe_ext.proposals import Proposals
 
 from .detections import FrameBoxes, as_frame_boxes
 from .models import check_heatmaps, check_model
-from .nms_params import METHODS, load_params, make_params
+from .nms_params import METHODS, make_params
+from .nms_search import Scoring, apply_nms, load_params_and_scoring
 
 __all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
            "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
@@ -109,65 +110,58 @@ def pose_scores(joint_scores: Tensor, det_scores: Tensor, kp_thresh: float = 0.2
 # ------------------------------------------------------------------ NMS
 
 
-def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any]:
+def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any, Optional[Scoring]]:
+    """-> ``(method, params, scoring)``; ``scoring`` is a parameters file's own (``meta["scoring"]``, as
+    ``rmpe tune-nms`` writes it), None otherwise (the method's :func:`rmpe.nms_search.default_scoring`)."""
     if nms_params is None:
         method = "alphapose" if nms is None else nms
         if method not in NMS_METHODS:
             raise ValueError(f"nms must be one of {list(NMS_METHODS)}, got {method!r}")
-        return method, None if method == "none" else make_params(method)
+        return method, None if method == "none" else make_params(method), None
     if isinstance(nms_params, (str, os.PathLike)):
-        method, params = load_params(nms_params)
+        method, params, scoring = load_params_and_scoring(nms_params)
         if nms is not None and nms != method:
             raise ValueError(f"nms={nms!r} but the NMS parameters file {os.fspath(nms_params)!r} is for {method!r}")
-        return method, params
+        return method, params, scoring
     if isinstance(nms_params, dict):
         method = "alphapose" if nms is None else nms
         if method == "none" or method not in METHODS:
             raise ValueError(f"nms_params given as a dict needs nms to be one of {sorted(METHODS)}, got {method!r}")
-        return method, make_params(method, nms_params)
+        return method, make_params(method, nms_params), None
     method = getattr(nms_params, "method", None)
     if method not in METHODS or not isinstance(nms_params, METHODS[method]):
         raise TypeError(f"nms_params must be a path, a dict or one of {[c.__name__ for c in METHODS.values()]}, "
                         f"got {type(nms_params).__name__}")
     if nms is not None and nms != method:
         raise ValueError(f"nms={nms!r} but nms_params is a {type(nms_params).__name__} (method {method!r})")
-    return method, nms_params
+    return method, nms_params, None
 
 
-def run_nms(p: Proposals, method: str = "alphapose", params=None,
-            rank: str = "method") -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def run_nms(p: Proposals, method: str = "alphapose", params=None, rank: str = "method",
+            scoring: Optional[Scoring] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Pose NMS over all the images of ``p`` at once -> ``(keep [M] int64, keypoints [M, K, 2],
     joint_scores [M, K], scores [M])``, image by image (ascending image index), pick order within an image.
 
-    ``method``/``params`` as :class:`Pipeline` takes them (``params`` None: the method's defaults). The
-    ``alphapose`` method ranks by AlphaPose's mean joint score and merges; a merged joint that has no
-    weight (NaN in AlphaPose) keeps the pick's own joint; its score is AlphaPose's
-    ``mean(merged) + det_score + 1.25 max(merged)``. The others rank by ``p.scores`` and keep each pose's
-    own joints unless the parameters ask for merging; ``soft-oks`` returns the rescored scores.
-    ``rank="pose"`` makes ``alphapose`` rank by (and score with) ``p.scores`` too.
+    ``method``/``params`` as :class:`Pipeline` takes them (``params`` None: the method's defaults); the work
+    is :func:`rmpe.nms_search.apply_nms`. ``scoring`` (a :class:`rmpe.nms_search.Scoring`) says which score
+    ranks the poses and which one a kept pose gets; None: the method's own convention
+    (:func:`rmpe.nms_search.default_scoring`): ``alphapose`` ranks by AlphaPose's mean joint score, merges,
+    and scores with AlphaPose's ``mean(merged) + det_score + 1.25 max(merged)``; the others rank by and keep
+    ``p.scores`` (``soft-oks``: rescored). ``rank="pose"`` ranks and scores every method by ``p.scores``.
     """
     if rank not in RANKS:
         raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
-    method, params = _resolve_nms(method, params)
+    method, resolved, file_scoring = _resolve_nms(method, params)
     n = p.poses.shape[0]
     if method == "none" or n == 0:
         keep = torch.arange(n, device=p.poses.device)
         return keep, p.poses, p.joint_scores, p.scores
-    if method == "soft-oks":
-        keep, rescored = ops.soft_oks_nms(p.poses, p.joint_scores, p.boxes, p.scores, p.image_index,
-                                          thresh=params.thresh, max_dets=params.max_dets, linear=params.linear)
-        return keep, p.poses[keep], p.joint_scores[keep], rescored
-    alphapose_rank = method == "alphapose" and rank == "method"
-    res = ops.pose_nms(p.poses, p.joint_scores, p.boxes, None if alphapose_rank else p.scores,
-                       p.image_index, method=method, params=params)
-    own_poses, own_scores = p.poses[res.keep], p.joint_scores[res.keep]
-    poses = torch.where(torch.isfinite(res.poses), res.poses, own_poses)
-    joint = torch.where(torch.isfinite(res.scores), res.scores, own_scores)
-    if alphapose_rank:
-        scores = joint.mean(1) + p.box_scores[res.keep].to(joint.dtype) + 1.25 * joint.amax(1)
-    else:
-        scores = p.scores[res.keep]
-    return res.keep, poses, joint, scores
+    if rank == "pose":
+        scoring = Scoring("proposal", "rank")
+    elif scoring is None:
+        scoring = file_scoring
+    out = apply_nms(p, method, resolved, scoring)
+    return out.keep, out.poses, out.joint_scores, out.scores
 
 
 # ------------------------------------------------------------------ results
@@ -300,7 +294,7 @@ class Pipeline:
                  interpolation: str = "bilinear-u8", soft_argmax_beta: float = 1.0, nms_rank: str = "method"):
         check_model(model)
         self.model = model
-        self.nms, self.nms_params = _resolve_nms(nms, nms_params)
+        self.nms, self.nms_params, self.nms_scoring = _resolve_nms(nms, nms_params)
         if nms_rank not in RANKS:
             raise ValueError(f"nms_rank must be one of {list(RANKS)}, got {nms_rank!r}")
         self.nms_rank = nms_rank
@@ -429,7 +423,7 @@ class Pipeline:
         props = Proposals(poses, joint, boxes.to(torch.float32), det_scores, scores,
                           torch.tensor(ids, dtype=torch.long)[frame_of].to(self.device), frame_of.to(self.device), [])
         clock.lap(None)
-        keep, kp, js, sc = run_nms(props, self.nms, self.nms_params, self.nms_rank)
+        keep, kp, js, sc = run_nms(props, self.nms, self.nms_params, self.nms_rank, self.nms_scoring)
         clock.lap("nms")
         results = proposals_to_records(props, keep, kp, js, sc)
         clock.lap(None)
@@ -439,6 +433,7 @@ class Pipeline:
     def renms(self, result: PipelineResult, nms: Optional[str] = None, nms_params=None,
               nms_rank: Optional[str] = None) -> List[dict]:
         """The results of ``result``'s proposals under another NMS (no crops, no SPPE run again)."""
-        method, params = _resolve_nms(nms, nms_params)
-        keep, kp, js, sc = run_nms(result.proposals, method, params, self.nms_rank if nms_rank is None else nms_rank)
+        method, params, scoring = _resolve_nms(nms, nms_params)
+        keep, kp, js, sc = run_nms(result.proposals, method, params, self.nms_rank if nms_rank is None else nms_rank,
+                                   scoring)
         return proposals_to_records(result.proposals, keep, kp, js, sc)

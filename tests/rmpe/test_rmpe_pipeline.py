@@ -418,3 +418,18 @@ def test_nan_heatmaps_are_an_error(coco4):
     frames, per_frame, ids = coco4
     with pytest.raises(ValueError, match=r"NaN or infinite heatmaps \(persons \[1\]"):
         Pipeline(TorchHeatmapModel(NaNs()), refine="none")(frames[:1], per_frame[:1], ids[:1])
+
+
+def test_run_nms_takes_the_parameter_files_scoring():
+    """A tuned file's ranking/score choice (meta["scoring"]) is applied, not the method's default."""
+    from rmpe.nms_search import apply_nms, default_scoring, load_params_and_scoring, read_proposals, tuned_params_path
+
+    props = read_proposals(ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz")
+    path = tuned_params_path("alphapose")
+    method, params, scoring = load_params_and_scoring(path)
+    assert scoring != default_scoring(method)  # else this test could not tell the two apart
+    keep, poses, joints, scores = run_nms(props, method, path)
+    want = apply_nms(props, method, params, scoring)
+    assert torch.equal(keep, want.keep) and torch.equal(scores, want.scores) and torch.equal(poses, want.poses)
+    default = apply_nms(props, method, params, None)
+    assert not torch.equal(scores, default.scores)
