@@ -21,7 +21,7 @@ from rmpe_ext.ops import AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
 
 from .io import read_json, write_json
 
-__all__ = ["METHODS", "SoftOKSNMSParams", "make_params", "load_params", "save_params"]
+__all__ = ["METHODS", "SoftOKSNMSParams", "make_params", "params_to_json", "load_params", "save_params"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,8 +61,8 @@ def make_params(method: str, values: Optional[Dict[str, Any]] = None) -> Params:
     return cls(**values)
 
 
-def save_params(path: Union[str, os.PathLike], params: Params, meta: Optional[Dict[str, Any]] = None) -> None:
-    """Writes ``params`` (and ``meta``) as a parameters file, atomically."""
+def params_to_json(params: Params) -> Dict[str, Any]:
+    """The fields of ``params`` as JSON values (infinities as the strings "inf"/"-inf", tuples as lists)."""
     values = {}
     for f in dataclasses.fields(params):
         v = getattr(params, f.name)
@@ -71,7 +71,12 @@ def save_params(path: Union[str, os.PathLike], params: Params, meta: Optional[Di
         elif isinstance(v, tuple):
             v = list(v)
         values[f.name] = v
-    write_json(path, {"method": params.method, "params": values, "meta": meta or {}}, indent=2)
+    return values
+
+
+def save_params(path: Union[str, os.PathLike], params: Params, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Writes ``params`` (and ``meta``) as a parameters file, atomically."""
+    write_json(path, {"method": params.method, "params": params_to_json(params), "meta": meta or {}}, indent=2)
 
 
 def load_params(path: Union[str, os.PathLike]) -> Tuple[str, Params]:

@@ -57,7 +57,7 @@ from torch import Tensor
 
 from rmpe_ext.proposals import Proposals, proposals_from_records
 
-from .nms_params import METHODS, make_params
+from .nms_params import METHODS, make_params, params_to_json
 
 __all__ = [
     "RANKS", "OUTPUTS", "Scoring", "default_scoring", "scoring_from_meta", "load_params_and_scoring", "read_proposals", "subset_proposals", "NMSOutput",
@@ -542,7 +542,7 @@ class TuneResult:
             "scoring": self.scoring.as_dict(),
             "ap": self.ap,
             "start_ap": self.start_ap,
-            "start_params": _param_values(self.start_params),
+            "start_params": params_to_json(self.start_params),
             "start_scoring": self.start_scoring.as_dict(),
             "searched": list(self.names),
             "search": "coordinate search over pairs of parameters (2-D grids, refined on convergence), "
@@ -556,18 +556,6 @@ class TuneResult:
         }
         m.update(extra)
         return m
-
-
-def _param_values(params) -> Dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(params):
-        v = getattr(params, f.name)
-        if isinstance(v, float) and math.isinf(v):
-            v = "inf" if v > 0 else "-inf"
-        elif isinstance(v, tuple):
-            v = list(v)
-        out[f.name] = v
-    return out
 
 
 def _digest(out: NMSOutput) -> bytes:
