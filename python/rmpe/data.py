@@ -38,11 +38,13 @@ from torch import Tensor
 from rmpe_ext.ops import affine_crop, boxes_to_theta, pixel_to_normalized_theta
 
 __all__ = ["MEAN", "STD", "Person", "CropSet", "load_persons", "load_frames", "make_crops", "crops_from_boxes",
-           "gaussian_heatmaps", "heatmap_size_for", "detector_boxes", "heatmap_to_image_theta", "split_by_image"]
+           "gaussian_heatmaps", "heatmap_size_for", "detector_boxes", "heatmap_to_image_theta", "split_by_image",
+           "flip_crops", "ResampledCrops", "FLIP_PAIRS"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 NUM_JOINTS = 17
+FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))  # COCO left/right joints
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,73 @@ def make_crops(persons: Sequence[Person], frames: Dict[str, Tensor], augmenter, 
         boxes.append(b)
         index += [i] * boxes_per_person
     return crops_from_boxes(persons, frames, np.concatenate(boxes), index, **kwargs)
+
+
+def _flip_permutation(k: int) -> Tensor:
+    perm = list(range(k))
+    for a, b in FLIP_PAIRS:
+        if max(a, b) < k:
+            perm[a], perm[b] = b, a
+    return torch.tensor(perm, dtype=torch.long)
+
+
+def flip_crops(crops: CropSet) -> CropSet:
+    """The horizontal mirror of every crop, as a new :class:`CropSet` (``crops`` is not changed): images
+    and heatmaps flipped along x with the left/right joints swapped (``FLIP_PAIRS``, COCO order);
+    ``theta_star`` conjugated by the mirror (``x -> -x`` in both normalized frames: ``a01``, ``a10`` and
+    ``tx`` change sign); ``proposal_theta_px`` composed with the pixel mirror ``u -> W - 1 - u``, so
+    decoding a flipped map still gives image pixels; ``keypoints`` permuted like the channels (channel k
+    of the mirror shows the person's joint ``perm[k]``). Boxes, GT boxes and ids are unchanged."""
+    if not isinstance(crops, CropSet):
+        raise ValueError(f"crops must be an rmpe.data.CropSet, got {type(crops).__name__}")
+    k = crops.target.shape[1]
+    perm = _flip_permutation(k)
+    star = crops.theta_star.clone()
+    star[:, 0, 1], star[:, 1, 0], star[:, 0, 2] = -star[:, 0, 1], -star[:, 1, 0], -star[:, 0, 2]
+    prop = crops.proposal_theta_px.clone()
+    w = crops.images.shape[-1]
+    prop[:, :, 2] = prop[:, :, 2] + (w - 1) * prop[:, :, 0]
+    prop[:, :, 0] = -prop[:, :, 0]
+    return CropSet(crops.images.flip(-1), crops.target.flip(-1)[:, perm], crops.weight[:, perm],
+                   crops.centred_target.flip(-1)[:, perm], crops.centred_weight[:, perm], star, prop,
+                   crops.boxes.clone(), crops.keypoints[:, perm], crops.gt_boxes.clone(), crops.person.clone(),
+                   crops.image_id.clone())
+
+
+class ResampledCrops:
+    """A training set that changes every epoch: ``crops = ResampledCrops(persons, frames, augmenter,
+    boxes_per_person, seed)(epoch)`` draws ``boxes_per_person`` new boxes per person with
+    ``numpy.random.default_rng([seed, epoch])`` (:func:`make_crops`; ``kwargs`` go there), so the crops
+    are a deterministic function of (seed, epoch) and a resumed :class:`rmpe.train.Trainer` sees the same
+    ones. ``flip``: each crop is mirrored (:func:`flip_crops`) with probability 1/2, from the same
+    generator. The last epoch's set is cached."""
+
+    def __init__(self, persons: Sequence[Person], frames: Dict[str, Tensor], augmenter, boxes_per_person: int,
+                 seed: int = 0, flip: bool = False, **kwargs):
+        if not persons:
+            raise ValueError("persons is empty")
+        if isinstance(boxes_per_person, bool) or int(boxes_per_person) != boxes_per_person or boxes_per_person < 1:
+            raise ValueError(f"boxes_per_person must be a positive integer, got {boxes_per_person!r}")
+        if not callable(getattr(augmenter, "sample_boxes", None)):
+            raise ValueError(f"augmenter must have a sample_boxes method, got {type(augmenter).__name__}")
+        self.persons, self.frames, self.augmenter = list(persons), frames, augmenter
+        self.boxes_per_person, self.seed, self.flip, self.kwargs = int(boxes_per_person), int(seed), bool(flip), kwargs
+        self._cache = None
+
+    def __call__(self, epoch: int) -> CropSet:
+        epoch = int(epoch)
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, epoch])
+        cs = make_crops(self.persons, self.frames, self.augmenter, self.boxes_per_person, rng, **self.kwargs)
+        if self.flip:
+            mirror = torch.from_numpy(rng.random(len(cs)) < 0.5)
+            if mirror.any():
+                f = flip_crops(cs.subset(mirror.nonzero()[:, 0]))
+                keep = cs.subset((~mirror).nonzero()[:, 0])
+                cs = CropSet.concat([keep, f])
+        self._cache = (epoch, cs)
+        return cs
 
 
 def detector_boxes(persons: Sequence[Person], detections, iou_thresh: float = 0.5, score_thresh: float = 0.0):

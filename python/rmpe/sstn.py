@@ -152,15 +152,29 @@ class LocalizationNet(nn.Module):
       feature channels fire generalizes from far fewer persons than a regression from flattened
       features (measured here: on 124 COCO persons the ``fc`` head, even trained directly on the GT
       displacement, only memorizes its training persons).
+
+    ``transform`` (``head="spatial"`` only) restricts theta: ``"affine"`` (default: all six numbers),
+    ``"scale"`` (translation plus one log-scale per axis, ``theta = [[exp(sx), 0, tx], [0, exp(sy), ty]]``,
+    the log-scales a linear function of the same points as the translation: no rotation or shear, and
+    theta is never singular) or ``"translation"`` (``theta = [[1, 0, tx], [0, 1, ty]]``). All start at
+    the identity. ``beta``: the soft-argmax' inverse temperature (for SPPE heatmaps, whose peaks are
+    about 1, 10-20 suits).
     """
 
     def __init__(self, input_size: Sequence[int] = (64, 48), backbone: Optional[nn.Module] = None,
                  feature_dim: Optional[int] = None, hidden: int = 64, width: int = 16,
                  blocks: Sequence[int] = (1, 1, 1, 1), in_channels: int = 3, head: str = "spatial",
-                 beta: float = 10.0):
+                 beta: float = 10.0, transform: str = "affine"):
         super().__init__()
         if head not in ("fc", "spatial"):
             raise ValueError(f"head must be 'fc' or 'spatial', got {head!r}")
+        if transform not in ("affine", "scale", "translation"):
+            raise ValueError(f"transform must be 'affine', 'scale' or 'translation', got {transform!r}")
+        if head == "fc" and transform != "affine":
+            raise ValueError(f"transform={transform!r} needs head='spatial'")
+        if not (float(beta) > 0 and float(beta) < float("inf")):
+            raise ValueError(f"beta must be positive and finite, got {beta}")
+        self.transform = transform
         self.input_size = _size2(input_size, "input_size")
         self.head_kind = head
         self.backbone = backbone if backbone is not None else ResNetBackbone(in_channels, width, blocks)
@@ -184,7 +198,8 @@ class LocalizationNet(nn.Module):
             self.feature_dim = int(channels)
             self.beta = float(beta)
             self.points = nn.Linear(2 * self.feature_dim, 2)
-            self.fc = nn.Linear(self.feature_dim, 4)
+            self.fc = nn.Linear(2 * self.feature_dim if transform == "scale" else self.feature_dim, 4 if
+                                transform == "affine" else 2)
         self.reset_identity()
 
     def reset_identity(self) -> None:
@@ -214,7 +229,12 @@ class LocalizationNet(nn.Module):
         ys = (2 * torch.arange(h, dtype=p.dtype, device=p.device) + 1) / h - 1
         pts = torch.cat([(p.sum(2) * xs).sum(2), (p.sum(3) * ys).sum(2)], 1)  # [N, 2C]: all x, then all y
         t = self.points(pts)
-        a = torch.eye(2, dtype=p.dtype, device=p.device) + self.fc(feats.mean((2, 3))).view(n, 2, 2)
+        if self.transform == "affine":
+            a = torch.eye(2, dtype=p.dtype, device=p.device) + self.fc(feats.mean((2, 3))).view(n, 2, 2)
+        elif self.transform == "scale":
+            a = torch.diag_embed(torch.exp(self.fc(pts)))
+        else:
+            a = torch.eye(2, dtype=p.dtype, device=p.device).expand(n, 2, 2)
         return torch.cat([a, t[:, :, None]], 2)
 
 
@@ -254,13 +274,15 @@ class SSTN(nn.Module):
     them, one per stack) that cover the crop in the same normalized frame. ``input_size``: the proposal
     images' (H, W); ``crop_size``: the STN crop's (h, w) (default: ``input_size``). ``loc_net``: default
     :class:`LocalizationNet` on a :class:`ResNetBackbone` (``loc_width``, ``loc_blocks``) with
-    ``loc_features="resnet"``, or on :class:`SPPEFeatures` with ``"sppe"``. ``parallel``: ``"shared"``, ``"copy"`` or
+    ``loc_features="resnet"``, or on :class:`SPPEFeatures` with ``"sppe"``; ``loc_transform`` and
+    ``loc_beta`` are its ``transform`` and ``beta``. ``parallel``: ``"shared"``, ``"copy"`` or
     ``None`` (no parallel branch). ``padding_mode`` applies to the STN crop; the SDTN pads with zeros.
     """
 
     def __init__(self, sppe: nn.Module, input_size: Sequence[int] = (64, 48), crop_size: Optional[Sequence[int]] = None,
                  loc_net: Optional[nn.Module] = None, parallel: Optional[str] = "shared", loc_width: int = 16,
-                 loc_blocks: Sequence[int] = (1, 1, 1, 1), padding_mode: str = "zeros", loc_features: str = "resnet"):
+                 loc_blocks: Sequence[int] = (1, 1, 1, 1), padding_mode: str = "zeros", loc_features: str = "resnet",
+                 loc_transform: str = "affine", loc_beta: float = 10.0):
         super().__init__()
         if not isinstance(sppe, nn.Module):
             raise ValueError(f"sppe must be a torch.nn.Module, got {type(sppe).__name__}")
@@ -275,7 +297,8 @@ class SSTN(nn.Module):
             raise ValueError(f"loc_features must be 'resnet' or 'sppe', got {loc_features!r}")
         if loc_net is None:
             backbone = SPPEFeatures(sppe) if loc_features == "sppe" else None
-            loc_net = LocalizationNet(self.input_size, backbone=backbone, width=loc_width, blocks=loc_blocks)
+            loc_net = LocalizationNet(self.input_size, backbone=backbone, width=loc_width, blocks=loc_blocks,
+                                      transform=loc_transform, beta=loc_beta)
         self.loc_net = loc_net
         self.parallel_mode = parallel
         self.use_parallel = parallel is not None

@@ -13,7 +13,16 @@ same weights and history, bit for bit on the same machine and thread count, as a
 Warm-up (``sppe_warmup_epochs``): the first epochs train the SPPE alone on ideal crops (the STN's theta
 replaced by ``theta_star``, the GT box's own crop, so it learns poses before it has to cope with the
 STN); then the whole SSTN + SPPE trains end to end from the proposals. The paper starts from a
-pre-trained SPPE; this is its small-scale equivalent.
+pre-trained SPPE; this is its small-scale equivalent. ``warmup_crops="proposal"`` warms it up on the
+displaced proposal crops themselves instead (identity theta, targets in the proposal's own frame): with
+many displaced boxes per person the SPPE cannot fit a mean-pose prior and must localize the joints,
+so that its heatmaps move with the person (what the parallel branch and an SPPE-feature localization
+net need). ``freeze_sppe``: after the warm-up the SPPE's weights are not updated and it runs in eval
+mode (the paper's pre-trained, frozen parallel SPPE; only the localization network learns).
+
+Training data: a fixed :class:`rmpe.data.CropSet`, or a callable ``epoch -> CropSet`` (e.g.
+:class:`rmpe.data.ResampledCrops`: new random boxes every epoch, a deterministic function of the
+epoch so that resuming still reproduces the run).
 """
 from __future__ import annotations
 
@@ -37,7 +46,8 @@ class TrainConfig:
     """``epochs``: total epochs (warm-up included). ``lr``: Adam's learning rate for the SPPE; ``loc_lr``
     for the localization network (default ``lr``). ``schedule``: ``"step"`` (times ``lr_gamma`` at each
     epoch of ``lr_milestones``), ``"cosine"`` (to 0 over ``epochs``) or ``"constant"``.
-    ``parallel_weight``: the parallel loss' weight. ``sppe_warmup_epochs``: see the module docstring."""
+    ``parallel_weight``: the parallel loss' weight. ``sppe_warmup_epochs``, ``warmup_crops`` (``"ideal"``
+    or ``"proposal"``) and ``freeze_sppe``: see the module docstring."""
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
@@ -48,6 +58,8 @@ class TrainConfig:
     lr_gamma: float = 0.1
     parallel_weight: float = 1.0
     sppe_warmup_epochs: int = 0
+    warmup_crops: str = "ideal"
+    freeze_sppe: bool = False
     seed: int = 0
     progress: bool = True
     eval_batch_size: int = 128
@@ -62,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'step', 'cosine' or 'constant', got {self.schedule!r}")
         if not 0 <= int(self.sppe_warmup_epochs) <= int(self.epochs):
             raise ValueError(f"sppe_warmup_epochs must be in [0, epochs], got {self.sppe_warmup_epochs}")
+        if self.warmup_crops not in ("ideal", "proposal"):
+            raise ValueError(f"warmup_crops must be 'ideal' or 'proposal', got {self.warmup_crops!r}")
         if self.parallel_weight < 0:
             raise ValueError(f"parallel_weight must be >= 0, got {self.parallel_weight}")
 
@@ -116,15 +130,16 @@ def evaluate(model: SSTN, crops: CropSet, batch_size: int = 128, pck_alpha: floa
 
 
 class Trainer:
-    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.data.CropSet`); evaluates
-    on ``val`` after every epoch when given; checkpoints to ``out_dir`` when given."""
+    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.data.CropSet`, or a
+    callable ``epoch (0-based) -> CropSet`` giving each epoch's crops); evaluates on ``val`` after every
+    epoch when given; checkpoints to ``out_dir`` when given."""
 
-    def __init__(self, model: SSTN, train: CropSet, config: TrainConfig, val: Optional[CropSet] = None,
+    def __init__(self, model: SSTN, train, config: TrainConfig, val: Optional[CropSet] = None,
                  out_dir: Optional[str] = None):
         if not isinstance(model, SSTN):
             raise ValueError(f"model must be an rmpe.sstn.SSTN, got {type(model).__name__}")
-        if not isinstance(train, CropSet) or len(train) == 0:
-            raise ValueError("train must be a non-empty rmpe.data.CropSet")
+        if not callable(train) and (not isinstance(train, CropSet) or len(train) == 0):
+            raise ValueError("train must be a non-empty rmpe.data.CropSet or a callable epoch -> CropSet")
         config.check()
         self.model, self.train_set, self.val_set, self.config = model, train, val, config
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
@@ -200,10 +215,20 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, data, model = self.config, self.train_set, self.model
+        if callable(data):
+            data = data(self.epoch)
+            if not isinstance(data, CropSet) or len(data) == 0:
+                raise ValueError(f"the training-set callable gave {type(data).__name__} for epoch {self.epoch}; "
+                                 f"expected a non-empty rmpe.data.CropSet")
         warmup = self.epoch < cfg.sppe_warmup_epochs
+        frozen = cfg.freeze_sppe and not warmup
         if model.parallel_mode == "copy" and not warmup:
             model.sync_parallel()  # the frozen copy takes the SPPE as it stands at the epoch's start
         model.train()
+        if frozen:
+            model.sppe.eval()
+        loc_ids = {id(p) for p in model.loc_net.parameters()}
+        sppe_params = [p for p in model.parameters() if id(p) not in loc_ids]
         use_parallel = model.use_parallel
         perm = torch.randperm(len(data), generator=self.generator)
         batches = [perm[s:s + cfg.batch_size] for s in range(0, len(perm), cfg.batch_size)]
@@ -215,13 +240,20 @@ class Trainer:
                 model.use_parallel = False
             for idx in bar:
                 images = data.images[idx]
-                out = model(images, theta=data.theta_star[idx] if warmup else None)
+                theta = None
+                if warmup:
+                    theta = (data.theta_star[idx] if cfg.warmup_crops == "ideal" else
+                             torch.eye(2, 3, dtype=images.dtype).expand(len(idx), 2, 3))
+                out = model(images, theta=theta)
                 total, main, par = sstn_loss(out, data.target[idx], data.weight[idx], data.centred_target[idx],
                                              data.centred_weight[idx], cfg.parallel_weight)
                 if not torch.isfinite(total):
                     raise FloatingPointError(f"the loss became {float(total)} at epoch {self.epoch + 1}")
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                if frozen:
+                    for p in sppe_params:
+                        p.grad = None  # Adam skips parameters without a gradient
                 self.optimizer.step()
                 n = len(idx)
                 sums["loss"] += float(total.detach()) * n

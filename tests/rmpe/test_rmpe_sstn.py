@@ -250,3 +250,24 @@ def test_bad_inputs_raise():
     x0 = x.clone()
     model(x)
     assert torch.equal(x, x0)
+
+
+@pytest.mark.parametrize("transform", ["affine", "scale", "translation"])
+def test_localization_transforms_start_at_identity_and_keep_their_form(transform):
+    torch.manual_seed(0)
+    net = LocalizationNet((32, 24), width=4, blocks=(1, 1), transform=transform)
+    x = torch.randn(3, 3, 32, 24)
+    torch.testing.assert_close(net(x), torch.eye(2, 3).expand(3, 2, 3))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    theta = net(x)
+    assert theta.shape == (3, 2, 3)
+    if transform != "affine":
+        assert (theta[:, 0, 1] == 0).all() and (theta[:, 1, 0] == 0).all() and (theta[:, :, :2].diagonal(0, 1, 2) > 0).all()
+    if transform == "translation":
+        torch.testing.assert_close(theta[:, :, :2], torch.eye(2).expand(3, 2, 2))
+    with pytest.raises(ValueError, match="transform"):
+        LocalizationNet((32, 24), transform="rigid")
+    with pytest.raises(ValueError, match="head='spatial'"):
+        LocalizationNet((32, 24), head="fc", transform="scale")

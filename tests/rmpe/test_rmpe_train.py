@@ -200,3 +200,74 @@ def test_short_training_on_real_persons(shared_data):
         assert hist[-1]["val_loss"] < 0.8 * before["loss"], (before, hist[-1])
         assert hist[-1]["val_pck"] > before["pck"] + 0.03, (before, hist[-1])  # measured: 0.062 -> 0.117
         assert np.isfinite(hist[-1]["val_displacement_after"])
+
+
+def test_flip_crops_mirror_everything_consistently(shared_data):
+    """The mirrored crops decode back to the GT joints exactly as well as the originals (the mirrored
+    proposal map and the swapped keypoints agree with the swapped, flipped heatmaps), theta_star's x
+    translation changes sign, flipping twice is the identity, and the input is not changed."""
+    from rmpe_ext.ops import heatmap_decode
+
+    from rmpe.data import FLIP_PAIRS, flip_crops
+
+    persons = _mmpose(shared_data)
+    cs = make_crops(persons, load_frames(persons), JitterAugmenter(shift=0.2), 2, np.random.default_rng(0), sigma=1.0)
+    images = cs.images.clone()
+    f = flip_crops(cs)
+    assert torch.equal(cs.images, images)
+    errs = []
+    for c in (cs, f):
+        m = heatmap_to_image_theta(c.proposal_theta_px, (64, 48), (16, 12))
+        pts, _ = heatmap_decode(c.target, m, refine="none")
+        ok = c.weight > 0
+        errs.append((pts.double() - c.keypoints[..., :2]).norm(dim=-1)[ok])
+    assert len(errs[0]) > 50 and torch.allclose(errs[0].sort().values, errs[1].sort().values, atol=1e-6)
+    torch.testing.assert_close(f.theta_star[:, 0, 2], -cs.theta_star[:, 0, 2])
+    torch.testing.assert_close(f.theta_star[:, 1, 2], cs.theta_star[:, 1, 2])
+    a, b = FLIP_PAIRS[2]  # shoulders
+    torch.testing.assert_close(f.target[:, a], cs.target[:, b].flip(-1))
+    ff = flip_crops(f)
+    for name in ("images", "target", "weight", "theta_star", "proposal_theta_px", "keypoints"):
+        torch.testing.assert_close(getattr(ff, name), getattr(cs, name), rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="CropSet"):
+        flip_crops(images)
+
+
+def test_resampled_crops_are_a_function_of_seed_and_epoch(shared_data):
+    from rmpe.data import ResampledCrops
+
+    persons = _mmpose(shared_data)
+    frames = load_frames(persons)
+    a = ResampledCrops(persons, frames, JitterAugmenter(shift=0.3), 3, seed=5, flip=True)
+    b = ResampledCrops(persons, frames, JitterAugmenter(shift=0.3), 3, seed=5, flip=True)
+    assert len(a(0)) == 3 * len(persons)
+    assert torch.equal(a(0).images, b(0).images) and torch.equal(a(1).boxes, b(1).boxes)
+    assert not torch.equal(a(0).boxes, a(1).boxes)
+    assert not torch.equal(a(0).boxes, ResampledCrops(persons, frames, JitterAugmenter(), 3, seed=6)(0).boxes)
+    with pytest.raises(ValueError, match="boxes_per_person"):
+        ResampledCrops(persons, frames, JitterAugmenter(), 0)
+
+
+def test_proposal_warmup_and_frozen_sppe():
+    """warmup_crops='proposal' trains the SPPE on the proposals with the identity theta (the
+    localization net is not used, so it does not move); freeze_sppe then keeps every SPPE weight and
+    running statistic fixed while the localization net learns."""
+    data, val = synthetic_crops(), synthetic_crops(8, seed=1)
+    set_seed(0)
+    model = tiny_model()
+    loc0 = {k: v.clone() for k, v in model.loc_net.state_dict().items()}
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-2, sppe_warmup_epochs=1, warmup_crops="proposal",
+                      freeze_sppe=True, progress=False)
+    t = Trainer(model, lambda e: data, cfg, val=val)
+    sppe0 = {k: v.clone() for k, v in model.sppe.state_dict().items()}
+    t.fit(epochs=1)
+    assert all(torch.equal(v, model.loc_net.state_dict()[k]) for k, v in loc0.items())
+    assert not all(torch.equal(v, model.sppe.state_dict()[k]) for k, v in sppe0.items())
+    sppe1 = {k: v.clone() for k, v in model.sppe.state_dict().items()}
+    t.fit()
+    assert all(torch.equal(v, model.sppe.state_dict()[k]) for k, v in sppe1.items())
+    assert not all(torch.equal(v, model.loc_net.state_dict()[k]) for k, v in loc0.items())
+    with pytest.raises(ValueError, match="warmup_crops"):
+        TrainConfig(warmup_crops="centre").check()
+    with pytest.raises(ValueError, match="CropSet"):
+        Trainer(model, lambda e: None, TrainConfig(epochs=1, progress=False)).fit()
