@@ -300,42 +300,52 @@ __attribute__((target("avx2,f16c"))) inline void axis_opencv4_8(const uint8_t* r
   }
 }
 
-// Index of the first maximum of p[0..n); -1 when p holds a NaN (or +inf and
-// -inf together) and -2 when n is too small for this path: the caller then
-// takes the scalar path, where the first NaN wins. Two passes: the maximum and
-// a sum that turns NaN if any element is NaN (four accumulators each), then the
-// first element equal to the maximum (the map is in L1 by then).
+// Index of the first maximum of p[0..n); -1 when p holds a NaN and -2 when n is
+// too small for this path: the caller then takes the scalar path, where the
+// first NaN wins. One pass over 32-float chunks: the chunk's maximum (three
+// vmaxps) against the running maximum G, and only when it is larger (a few
+// times a map) G and its chunk are updated; NaN is tracked on the side. Then
+// the first element equal to G in its first chunk (32 floats, in L1).
+__attribute__((target("avx2"))) inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+// the maximum of p[q..q+32) lane by lane; nan |= lanes where one of them is NaN
+__attribute__((target("avx2"))) inline __m256 chunk_max(const float* p, int64_t q, __m256& nan) {
+  const __m256 a = _mm256_loadu_ps(p + q), b = _mm256_loadu_ps(p + q + 8);
+  const __m256 c = _mm256_loadu_ps(p + q + 16), d = _mm256_loadu_ps(p + q + 24);
+  nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_UNORD_Q), _mm256_cmp_ps(c, d, _CMP_UNORD_Q)));
+  return _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d));
+}
 __attribute__((target("avx2"))) inline int64_t argmax_f32(const float* p, int64_t n) {
   if (n < 32) return -2;
-  __m256 m[4], sum[4];
-  for (int k = 0; k < 4; ++k) m[k] = sum[k] = _mm256_loadu_ps(p + 8 * k);
-  int64_t q = 32;
-  for (; q + 32 <= n; q += 32)
-    for (int k = 0; k < 4; ++k) {
-      const __m256 v = _mm256_loadu_ps(p + q + 8 * k);
-      m[k] = _mm256_max_ps(m[k], v);
-      sum[k] = _mm256_add_ps(sum[k], v);
+  __m256 nan = _mm256_setzero_ps();
+  float best = hmax8(chunk_max(p, 0, nan));
+  __m256 G = _mm256_set1_ps(best);
+  int64_t best_chunk = 0, q = 32;
+  for (; q + 32 <= n; q += 32) {
+    const __m256 m = chunk_max(p, q, nan);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(m, G, _CMP_GT_OQ))) {  // a new maximum: the first chunk holding it
+      best = hmax8(m);
+      G = _mm256_set1_ps(best);
+      best_chunk = q;
     }
-  const __m256 tot = _mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3]));
-  if (_mm256_movemask_ps(_mm256_cmp_ps(tot, tot, _CMP_UNORD_Q))) return -1;
-  const __m256 mm = _mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3]));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, mm);
-  float best = lanes[0];
-  for (int l = 1; l < 8; ++l) best = lanes[l] > best ? lanes[l] : best;
+  }
+  if (_mm256_movemask_ps(nan)) return -1;
+  int64_t tail = -1;
   for (int64_t t = q; t < n; ++t) {
     if (p[t] != p[t]) return -1;
-    best = p[t] > best ? p[t] : best;
+    if (p[t] > best) {
+      best = p[t];
+      tail = t;
+    }
   }
-  const __m256 b = _mm256_set1_ps(best);
-  int64_t t = 0;
-  for (; t + 8 <= n; t += 8) {
-    const int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(p + t), b, _CMP_EQ_OQ));
-    if (hit) return t + __builtin_ctz(hit);
-  }
-  for (; t < n; ++t)
+  if (tail >= 0) return tail;
+  for (int64_t t = best_chunk; t < best_chunk + 32; ++t)
     if (p[t] == best) return t;
-  return -2;  // unreachable: best is one of the elements
+  return -2;  // unreachable: best is one of the chunk's elements
 }
 
 }  // namespace avx2
