@@ -85,6 +85,16 @@ def test_rmpe_crop(benchmark, frame, n, interpolation):
 
 
 @pytest.mark.parametrize("n", CROPS)
+def test_rmpe_crop_float16(benchmark, frame, n):
+    """The same crops in float16 (half the bytes; the float32 values rounded)."""
+    benchmark.group = f"crop {n} persons 256x192 from 1080p"
+    theta, _ = alphapose_crop_theta(person_boxes(n))
+    ft, bidx = torch.from_numpy(frame), torch.zeros(n, dtype=torch.long)
+    out = benchmark(ops.affine_crop, ft, theta, SIZE, bidx, ALPHAPOSE_MEAN, dtype=torch.float16, check=False)
+    assert out.dtype == torch.float16
+
+
+@pytest.mark.parametrize("n", CROPS)
 def test_rmpe_crop_into_reused_batch(benchmark, frame, n):
     """The same crops written into a batch the caller reuses (out=): no fresh memory."""
     benchmark.group = f"crop {n} persons 256x192 from 1080p"

@@ -2,6 +2,7 @@
 // register implementations in cpu/*.cpp and cuda/*.cu; autograd and fake
 // (meta) kernels are registered from Python (rmpe_ext/ops.py).
 #include <Python.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
@@ -78,3 +79,25 @@ TORCH_LIBRARY(rmpe_ext, m) {
       "soft_oks_nms(Tensor poses, Tensor joint_scores, Tensor boxes, Tensor scores, Tensor? image_index, "
       "float[] params, Tensor sigmas, int max_dets, bool linear) -> (Tensor, Tensor)");
 }
+
+namespace rmpe {
+namespace {
+
+// heatmap_decode has no gradient (an argmax; soft_argmax is the differentiable
+// decode). Its Autograd kernel is this one rather than a Python one (as the
+// other non-differentiable ops have): it runs the backend below autograd, so the
+// outputs never require grad and a backward through them fails loudly, without
+// the Python autograd kernel's round trip (7 us of a 10 us call on the CI machine).
+std::tuple<at::Tensor, at::Tensor> heatmap_decode_autograd(const at::Tensor& heatmaps, const at::Tensor& hm_to_img,
+                                                           bool quarter) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("rmpe_ext::heatmap_decode", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, bool)>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(heatmaps, hm_to_img, quarter);
+}
+
+}  // namespace
+}  // namespace rmpe
+
+TORCH_LIBRARY_IMPL(rmpe_ext, Autograd, m) { m.impl("heatmap_decode", &rmpe::heatmap_decode_autograd); }

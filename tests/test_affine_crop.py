@@ -3,6 +3,7 @@ bilinear; the AlphaPose crop preset against AlphaPose's own transform on real im
 import json
 import math
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from conftest import DEVICES
 
 from rmpe_ext import ops
 from rmpe_ext.alphapose import ALPHAPOSE_MEAN, crop_persons
-from rmpe_ext.presets import alphapose_crop_boxes, cv2_inverse_map, paper_crop_theta
+from rmpe_ext.presets import alphapose_crop_boxes, alphapose_crop_theta, cv2_inverse_map, paper_crop_theta
 
 cv2 = pytest.importorskip("cv2")
 FIXTURE = pathlib.Path(__file__).parent / "data" / "opencv4_warpaffine.npz"
@@ -207,3 +208,39 @@ def test_alphapose_affine_is_get_affine_transform():
         np.testing.assert_array_equal(c, center[k].numpy())
         np.testing.assert_array_equal(s, scale[k].numpy())
         np.testing.assert_array_equal(mine[k], transforms.get_affine_transform(c, s, 0, [192, 256]))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bilinear-u8", "opencv4"])
+def test_float16_crops_are_the_float32_crops_rounded(interpolation):
+    """float16 output (half the bytes) holds the float32 result rounded to nearest: AlphaPose's
+    crops of random boxes (partly outside) from a 1080p-sized frame, every path of the kernel."""
+    g = torch.Generator().manual_seed(3)
+    frame = torch.randint(0, 256, (1080, 1920, 3), generator=g, dtype=torch.uint8)
+    xy = torch.rand(24, 2, generator=g) * torch.tensor([1900.0, 1000.0]) - 50
+    boxes = torch.cat([xy, xy + 40 + torch.rand(24, 2, generator=g) * 400], 1)
+    theta, _ = alphapose_crop_theta(boxes)
+    theta = torch.cat([theta, torch.tensor([[[0.9, 0.3, 500.0], [-0.2, 1.1, 400.0]]], dtype=theta.dtype)])
+    bidx = torch.zeros(len(theta), dtype=torch.long)
+    full = ops.affine_crop(frame, theta, (256, 192), bidx, ALPHAPOSE_MEAN, interpolation=interpolation)
+    half = ops.affine_crop(frame, theta, (256, 192), bidx, ALPHAPOSE_MEAN, dtype=torch.float16,
+                           interpolation=interpolation)
+    assert half.dtype == torch.float16
+    assert torch.equal(half, full.half())
+
+
+def test_large_outputs_are_fresh_huge_page_aligned_tensors():
+    """Outputs of 2 MiB or more come from 2 MiB-aligned memory (marked for transparent huge pages on
+    Linux): ordinary tensors, equal to the same crops written into a batch."""
+    frame = torch.randint(0, 256, (300, 400, 3), dtype=torch.uint8)
+    theta = torch.tensor([[[1.1, 0.0, 20.0], [0.0, 1.1, 10.0]]] * 16, dtype=torch.float64)
+    bidx = torch.zeros(16, dtype=torch.long)
+    out = ops.affine_crop(frame, theta, (256, 192), bidx, ALPHAPOSE_MEAN)  # 9 MiB
+    if sys.platform.startswith("linux"):
+        assert out.data_ptr() % (2 << 20) == 0
+    ref = torch.full_like(out, 5.0)
+    ops.affine_crop(frame, theta, (256, 192), bidx, ALPHAPOSE_MEAN, out=ref)
+    assert torch.equal(out, ref)
+    out.add_(1).resize_(32, 3, 256, 192)  # a resizable storage, like any CPU tensor's
+    assert torch.equal(out[:16], ref + 1)
+    small = ops.affine_crop(frame, theta[:1], (64, 48), bidx[:1], ALPHAPOSE_MEAN)
+    torch.testing.assert_close(small, ops.affine_crop(frame, theta[:1], (64, 48), bidx[:1], ALPHAPOSE_MEAN))

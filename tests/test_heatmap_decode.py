@@ -112,6 +112,16 @@ def test_soft_argmax_is_accurate_and_differentiable():
     assert torch.autograd.gradcheck(lambda t: ops.soft_argmax(t, torch.eye(2, 3, dtype=t.dtype)[None])[0], (x,))
 
 
+def test_decode_outputs_carry_no_gradient():
+    hms = torch.rand(2, 3, 8, 8).requires_grad_()
+    coords, scores = ops.heatmap_decode(hms, torch.eye(2, 3)[None].expand(2, 2, 3))
+    assert not (coords.requires_grad or scores.requires_grad)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        scores.sum().backward()
+    torch.library.opcheck(torch.ops.rmpe_ext.heatmap_decode.default,
+                          (hms, torch.eye(2, 3, dtype=torch.float64)[None].expand(2, 2, 3).contiguous(), True))
+
+
 def test_decode_errors():
     with pytest.raises(RuntimeError, match=r"heatmaps must have shape \[N, K, h, w\]"):
         ops.heatmap_decode(torch.rand(3, 8, 8), torch.eye(2, 3)[None])

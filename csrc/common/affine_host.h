@@ -106,17 +106,25 @@ inline void check_crop_out(const char* op, const at::Tensor& frames, const at::T
               frames.device());
 }
 
+// The output of affine_crop: at::empty unless the backend allocates otherwise.
+struct EmptyLike {
+  at::Tensor operator()(at::IntArrayRef sizes, const at::TensorOptions& options) const {
+    return at::empty(sizes, options);
+  }
+};
+
 // affine_crop and affine_crop_into of a backend, given its
-// crop_into(frames, theta, batch_index, mean, std, reverse, value, interpolation, out).
-template <typename CropInto>
+// crop_into(frames, theta, batch_index, mean, std, reverse, value, interpolation, out)
+// and the allocation of affine_crop's output, empty(sizes, options).
+template <typename CropInto, typename Empty = EmptyLike>
 at::Tensor affine_crop_impl(CropInto crop_into, const at::Tensor& frames, const at::Tensor& theta,
                             at::IntArrayRef size, const c10::optional<at::Tensor>& batch_index,
                             at::ArrayRef<double> mean, at::ArrayRef<double> std, bool reverse_channels, double value,
-                            int64_t interpolation, at::ScalarType dtype) {
+                            int64_t interpolation, at::ScalarType dtype, Empty empty = Empty{}) {
   const char* op = "rmpe_ext::affine_crop";
   check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
   const auto hw = check_size(op, size);
-  at::Tensor out = at::empty({theta.size(0), frames.size(3), hw.first, hw.second}, frames.options().dtype(dtype));
+  at::Tensor out = empty({theta.size(0), frames.size(3), hw.first, hw.second}, frames.options().dtype(dtype));
   crop_into(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
   return out;
 }

@@ -3,12 +3,19 @@
 // SDTN inverse and its gradient, and the batched heatmap decode. Per-element
 // math from common/affine_common.h, shared with the CUDA kernels.
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "common/affine_common.h"
 #include "common/affine_host.h"
@@ -158,6 +165,42 @@ std::tuple<at::Tensor, at::Tensor> affine_sample_backward_cpu(const at::Tensor& 
 
 // ---------------------------------------------------------------- uint8 crops
 
+// Per-crop column tables of the axis-aligned path (AlphaPose's crops: scale and
+// translation, the off-diagonal terms zero or, as get_affine_transform's inverse
+// gives them, ~1e-15): where a row's point of pixel (j, i) is (x_j, y_i), x of
+// the column alone and y of the row alone, bit for bit as the per-pixel code
+// computes it (checked per row, see axis_rows_exact), the coordinate and weight
+// arithmetic is done once per column and once per row, and the taps are read
+// without gathers (simd_avx2.h). CPU only: the CUDA kernel computes every
+// pixel's point (cheap on a GPU, whose gathers are its ordinary loads); it
+// needs no such path.
+struct AxisColumns {
+  int64_t crop = -1;
+  bool on = false;              // this crop's map is (nearly) axis-aligned
+  int64_t X0 = 0;               // OpenCV 4: the column term X0 of row 0 (cv_tap)
+  std::vector<int32_t> off;     // 3 x0_j (bytes)
+  std::vector<int32_t> fx;      // OpenCV 4: X_j & 31
+  std::vector<float> ax0, ax1;  // bilinear: x_j - x0_j, (x0_j + 1) - x_j
+  std::vector<uint8_t> block;   // per 8 columns: 1 all taps inside, | 2 a tap in the last frame column
+};
+
+// Whether row i of an exact-bilinear crop has the points (x_j, y_i) of the
+// column and row tables, bit for bit. Per pixel (affine_point's order, float):
+// x = (t0 j + rx) + t2 with rx = t1 i, y = (t3 j + ry) + t5 with ry = t4 i; the
+// tables take t1 i and t3 j as the zeros t1 0 and t3 0. Adding r to a float a
+// gives a back when |r| <= |a| 2^-26 (under half its spacing). x: exact when rx
+// is zero (the same zero as t1 0), or below 2^-26 of |t0 j| (j >= 1, at least
+// |t0|) and of |t2| (j = 0, where t0 j is zero). y: exact when t3 is zero, or
+// when |t3 j| <= |t3| w is below 2^-26 of |ry| (ry != 0), or of |t5| (ry = 0).
+inline bool axis_rows_exact(const float* t, float rx, float ry, int64_t w) {
+  const double e = 0x1p-26, r = std::fabs(double(rx));
+  const bool x_ok = rx == 0.f || (r <= std::fabs(double(t[0])) * e && r <= std::fabs(double(t[2])) * e);
+  const double cmax = std::fabs(double(t[3])) * double(w);
+  const bool y_ok = t[3] == 0.f || (ry != 0.f ? cmax <= std::fabs(double(ry)) * e : cmax <= std::fabs(double(t[5])) * e);
+  return x_ok && y_ok;
+}
+enum : uint8_t { kBlockInside = 1, kBlockLastColumn = 2 };
+
 // frames [B, H, W, C] uint8 -> crops [N, C, h, w] (see crop_normalize in
 // affine_common.h): exact bilinear (kInterpBilinear), the same rounded to uint8
 // (kInterpBilinearU8, as OpenCV >= 5 warpAffine), or OpenCV 4's fixed-point
@@ -178,6 +221,14 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
 #ifdef RMPE_HAVE_AVX2_PATH
   // eight pixels at a time (float output, 3 channels, offsets within int32)
   const bool simd = std::is_same<out_t, float>::value && C == 3 && avx2::cpu_has_avx2() && H * W * C < (1LL << 31);
+  // axis-aligned maps: float32 or float16 output, 3 channels
+  const bool axis_simd = (std::is_same<out_t, float>::value || std::is_same<out_t, at::Half>::value) && C == 3 &&
+                         avx2::cpu_has_axis_path() && H * W * C < (1LL << 31);
+  using simd_t = std::conditional_t<std::is_same<out_t, float>::value, float, uint16_t>;
+  alignas(32) int8_t masks[3][32];
+  if (axis_simd)
+    for (int c = 0; c < 3; ++c) avx2::channel_mask(rc[c % C], masks[c]);
+  AxisColumns cols;
 #else
   const bool simd = false;
 #endif
@@ -195,6 +246,57 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
     }
     const double* M = th_all + n * 6;
     const uint8_t* img = fr + b * H * W * C;
+    const float thf[6] = {float(M[0]), float(M[1]), float(M[2]), float(M[3]), float(M[4]), float(M[5])};
+#ifdef RMPE_HAVE_AVX2_PATH
+    if (axis_simd && cols.crop != n) {  // this crop's column tables
+      cols.crop = n;
+      // (nearly) axis-aligned: the tables, exact or not row by row (checked per row)
+      cols.on = std::fabs(M[1]) <= 1e-6 * std::fabs(M[0]) && std::fabs(M[3]) <= 1e-6 * std::fabs(M[4]);
+      if (cols.on && interp == kInterpOpenCV4) {
+        // y of a row does not depend on the column when every column term of Y is 0 (cv_tap)
+        for (int64_t j = 0; j < w && cols.on; ++j) cols.on = cv_round(fp::mul(fp::mul(M[3], double(j)), 1024.0)) == 0;
+        cols.X0 = cv_round(fp::mul(fp::add(fp::mul(M[1], 0.0), M[2]), 1024.0)) + 16;
+      }
+      if (cols.on) {
+        cols.off.assign(w, 0);
+        cols.block.assign(w / 8, 0);
+        if (interp == kInterpOpenCV4) cols.fx.assign(w, 0);
+        else {
+          cols.ax0.assign(w, 0.f);
+          cols.ax1.assign(w, 0.f);
+        }
+        std::vector<uint8_t> inside(w), last(w);
+        for (int64_t j = 0; j < w; ++j) {
+          int64_t x0;
+          if (interp == kInterpOpenCV4) {
+            const CvTap t = cv_tap(M, j, 0);  // x of row 0; a row with the same X0 has the same
+            x0 = t.x0;
+            inside[j] = t.x0 >= 0 && t.x0 < W - 1;
+            cols.fx[j] = t.fx;
+          } else {
+            // the per-pixel x of a row whose t1 i is the zero t1 0 (see axis_rows_exact)
+            const float x = fp::add(fp::add(fp::mul(thf[0], float(j)), fp::mul(thf[1], 0.f)), thf[2]);
+            inside[j] = x >= 0.f && x < float(W - 1);
+            x0 = inside[j] ? static_cast<int64_t>(x) : 0;
+            const float x0f = float(x0);
+            cols.ax0[j] = x - x0f;
+            cols.ax1[j] = (x0f + 1.f) - x;
+          }
+          cols.off[j] = inside[j] ? int32_t(x0 * C) : 0;
+          last[j] = inside[j] && x0 == W - 2;
+        }
+        for (int64_t jb = 0; jb < w / 8; ++jb) {
+          bool all = true, any_last = false;
+          for (int64_t k = 8 * jb; k < 8 * jb + 8; ++k) {
+            all = all && inside[k];
+            any_last = any_last || last[k];
+          }
+          cols.block[jb] = uint8_t((all ? kBlockInside : 0) | (any_last ? kBlockLastColumn : 0));
+        }
+      }
+    }
+    const bool axis = axis_simd && cols.on;
+#endif
     if (interp == kInterpOpenCV4) {
       const auto pixel = [&](int64_t j) {
         const CvTap t = cv_tap(M, j, i);
@@ -215,27 +317,46 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
       };
       int64_t j = 0;
 #ifdef RMPE_HAVE_AVX2_PATH
-      if (simd) {
-        if (table_crop != n) {  // the column terms of this crop, if they fit in int32
-          table_crop = n;
-          adelta.resize(w);
-          bdelta.resize(w);
-          table_ok = true;
-          for (int64_t jj = 0; jj < w; ++jj) {
-            const int64_t a = cv_round(fp::mul(fp::mul(M[0], double(jj)), 1024.0));
-            const int64_t d = cv_round(fp::mul(fp::mul(M[3], double(jj)), 1024.0));
-            table_ok = table_ok && a > -(1LL << 30) && a < (1LL << 30) && d > -(1LL << 30) && d < (1LL << 30);
-            adelta[jj] = int32_t(a);
-            bdelta[jj] = int32_t(d);
+      if (simd || axis) {
+        bool rows_ok = false;
+        int64_t X0 = 0, Y0 = 0;
+        if (simd) {
+          if (table_crop != n) {  // the column terms of this crop, if they fit in int32
+            table_crop = n;
+            adelta.resize(w);
+            bdelta.resize(w);
+            table_ok = true;
+            for (int64_t jj = 0; jj < w; ++jj) {
+              const int64_t a = cv_round(fp::mul(fp::mul(M[0], double(jj)), 1024.0));
+              const int64_t d = cv_round(fp::mul(fp::mul(M[3], double(jj)), 1024.0));
+              table_ok = table_ok && a > -(1LL << 30) && a < (1LL << 30) && d > -(1LL << 30) && d < (1LL << 30);
+              adelta[jj] = int32_t(a);
+              bdelta[jj] = int32_t(d);
+            }
           }
+          X0 = cv_round(fp::mul(fp::add(fp::mul(M[1], double(i)), M[2]), 1024.0)) + 16;
+          Y0 = cv_round(fp::mul(fp::add(fp::mul(M[4], double(i)), M[5]), 1024.0)) + 16;
+          rows_ok = table_ok && X0 > -(1LL << 30) && X0 < (1LL << 30) && Y0 > -(1LL << 30) && Y0 < (1LL << 30);
         }
-        const int64_t X0 = cv_round(fp::mul(fp::add(fp::mul(M[1], double(i)), M[2]), 1024.0)) + 16;
-        const int64_t Y0 = cv_round(fp::mul(fp::add(fp::mul(M[4], double(i)), M[5]), 1024.0)) + 16;
-        if (table_ok && X0 > -(1LL << 30) && X0 < (1LL << 30) && Y0 > -(1LL << 30) && Y0 < (1LL << 30)) {
-          for (; j + 8 <= w; j += 8)
-            if (!avx2::opencv4_8(img, W, H, int32_t(X0), int32_t(Y0), adelta.data(), bdelta.data(), j, rc, lut,
-                                 cval, reinterpret_cast<float*>(out), h * w))
-              for (int64_t k = j; k < j + 8; ++k) pixel(k);
+        const CvTap ty = cv_tap(M, 0, i);  // y of the row: the same in every column (cols.on)
+        const bool row_in = axis && ty.y0 >= 0 && ty.y0 < H - 1 &&
+                            cv_round(fp::mul(fp::add(fp::mul(M[1], double(i)), M[2]), 1024.0)) + 16 == cols.X0;
+        const uint8_t* r0 = img + (row_in ? ty.y0 : 0) * W * C;
+        // the 8-byte loads of the last frame row read 2 bytes past it: not past the buffer's end
+        const bool last_row = b == B - 1 && ty.y0 + 1 == H - 1;
+        for (; j + 8 <= w; j += 8) {
+          if (row_in) {
+            const uint8_t f = cols.block[j / 8];
+            if ((f & kBlockInside) && !(last_row && (f & kBlockLastColumn))) {
+              avx2::axis_opencv4_8(r0, r0 + W * C, cols.off.data(), cols.fx.data(), ty.fy, masks, norm,
+                                   reinterpret_cast<simd_t*>(out), h * w, j);
+              continue;
+            }
+          }
+          if (rows_ok && avx2::opencv4_8(img, W, H, int32_t(X0), int32_t(Y0), adelta.data(), bdelta.data(), j, rc,
+                                         lut, cval, reinterpret_cast<float*>(out), h * w))
+            continue;
+          for (int64_t k = j; k < j + 8; ++k) pixel(k);
         }
       }
 #endif
@@ -244,7 +365,6 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
     }
     // exact bilinear (optionally rounded): affine_point's arithmetic with the
     // row term hoisted, taps inside the frame without bounds tests
-    const float thf[6] = {float(M[0]), float(M[1]), float(M[2]), float(M[3]), float(M[4]), float(M[5])};
     const float rx = fp::mul(thf[1], float(i)), ry = fp::mul(thf[4], float(i));
     const float xmax = float(W - 1), ymax = float(H - 1);
     const bool rounded = interp == kInterpBilinearU8;
@@ -279,17 +399,37 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
     };
     int64_t j = 0;
 #ifdef RMPE_HAVE_AVX2_PATH
-    if (simd)
+    if (axis) {
+      // the per-pixel y of the row where t3 j is the zero t3 0 (see axis_rows_exact)
+      const float y = fp::add(fp::add(fp::mul(thf[3], 0.f), ry), thf[5]);
+      const bool row_in = y >= 0.f && y < ymax && axis_rows_exact(thf, rx, ry, w);
+      const int64_t y0 = row_in ? static_cast<int64_t>(y) : 0;
+      const float y0f = float(y0), ay0 = y - y0f, ay1 = (y0f + 1.f) - y;
+      const uint8_t* r0 = img + y0 * W * C;
+      const bool last_row = b == B - 1 && y0 + 1 == H - 1;  // see the OpenCV 4 branch
+      for (; j + 8 <= w; j += 8) {
+        if (row_in) {
+          const uint8_t f = cols.block[j / 8];
+          if ((f & kBlockInside) && !(last_row && (f & kBlockLastColumn))) {
+            avx2::axis_bilinear8(r0, r0 + W * C, cols.off.data(), cols.ax0.data(), cols.ax1.data(), ay0, ay1, masks,
+                                 rounded, norm, reinterpret_cast<simd_t*>(out), h * w, j);
+            continue;
+          }
+        }
+        if (simd && avx2::bilinear8(img, W, H, thf, rx, ry, j, rc, rounded, lut, norm, value,
+                                    reinterpret_cast<float*>(out), h * w))
+          continue;
+        for (int64_t k = j; k < j + 8; ++k) pixel(k);
+      }
+    } else if (simd) {
       for (; j + 8 <= w; j += 8)
         if (!avx2::bilinear8(img, W, H, thf, rx, ry, j, rc, rounded, lut, norm, value,
                              reinterpret_cast<float*>(out), h * w))
           for (int64_t k = j; k < j + 8; ++k) pixel(k);
+    }
 #endif
     for (; j < w; ++j) pixel(j);
   }
-#ifdef RMPE_HAVE_AVX2_PATH
-  if (simd) avx2::fence();
-#endif
 }
 
 template <typename out_t>
@@ -324,12 +464,53 @@ void crop_into_cpu(const at::Tensor& frames, const at::Tensor& theta, const c10:
   });
 }
 
+// Memory of affine_crop's outputs. One of 2 MiB or more (a batch of crops: 75 MB
+// for 128 crops 256x192 in float32) is aligned to 2 MiB and marked
+// MADV_HUGEPAGE, as torch's own CPU allocator does for every large tensor under
+// THP_MEM_ALLOC_ENABLE=1: where transparent huge pages are on ("always" or
+// "madvise"), fresh memory then faults in 2 MiB pages instead of 4 KiB ones.
+// On the CI machine (KVM, THP "madvise") torch.empty(128, 3, 256, 192).fill_(0)
+// takes 55-57 ms with 4 KiB pages and 15-20 ms with huge pages (2 threads);
+// the kernel still zeroes every new page. Smaller outputs, and other systems:
+// torch's CPU allocator.
+class CropOutputAllocator final : public c10::Allocator {
+ public:
+  static constexpr size_t kHuge = size_t(2) << 20;
+  c10::DataPtr allocate(size_t n) override {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= kHuge) {
+      const size_t len = (n + kHuge - 1) / kHuge * kHuge;
+      void* p = nullptr;
+      if (posix_memalign(&p, kHuge, len) == 0) {
+        madvise(p, len, MADV_HUGEPAGE);  // a hint: without THP it does nothing
+        return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+      }
+    }
+#endif
+    return c10::GetCPUAllocator()->allocate(n);
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+ private:
+  static void release(void* p) { std::free(p); }
+};
+
+struct EmptyCropOutput {
+  at::Tensor operator()(at::IntArrayRef sizes, const at::TensorOptions& options) const {
+    static CropOutputAllocator alloc;
+    return at::detail::empty_generic(sizes, &alloc, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                     c10::typeMetaToScalarType(options.dtype()), c10::nullopt);
+  }
+};
+
 at::Tensor affine_crop_cpu(const at::Tensor& frames, const at::Tensor& theta, at::IntArrayRef size,
                            const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
                            at::ArrayRef<double> std, bool reverse_channels, double value, int64_t interpolation,
                            at::ScalarType dtype) {
   return affine_crop_impl(&crop_into_cpu, frames, theta, size, batch_index, mean, std, reverse_channels, value,
-                          interpolation, dtype);
+                          interpolation, dtype, EmptyCropOutput{});
 }
 
 void affine_crop_into_cpu(const at::Tensor& frames, const at::Tensor& theta,
