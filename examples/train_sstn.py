@@ -12,11 +12,11 @@ scale 0.8-1.25, 8 per person, fixed seed) and (b) the real AP_H_56 boxes matched
 >= 0.5 (one per person).
 
 Recipe (see docs/sstn_training.md). 1. SPPE warm-up on the displaced proposal crops themselves (identity
-theta, targets in the crop's own frame), 16 new random boxes per person every epoch, mirrored at
+theta, targets in the crop's own frame), 12 new random boxes per person every epoch, mirrored at
 random: the SPPE has to localize the joints, not fit a mean pose. A probe (ridge regression from the
 heatmaps' joint centroids to the person's displacement, fitted on training crops, scored on held-out
 ones) says how much position its heatmaps carry. 2. The STN, its localization net a spatial soft-argmax
-on the SPPE's own heatmaps (translation + per-axis log-scale, identity start), trains with the SPPE
+on the SPPE's own heatmaps (translation only by default, identity start), trains with the SPPE
 frozen: the SSTN loss with the parallel branch, and without it. Every epoch prints the losses and,
 on the held-out jitter crops, the heatmap loss, the displacement (plain proposal -> STN crop,
 normalized proposal units, rmpe.sstn.centre_displacement) and PCK@0.2.
@@ -112,12 +112,13 @@ def keypoint_ap(model, crops, gt_path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    ap.add_argument("--warmup-epochs", type=int, default=16)
-    ap.add_argument("--stn-epochs", type=int, default=6)
+    ap.add_argument("--warmup-epochs", type=int, default=12)
+    ap.add_argument("--stn-epochs", type=int, default=4)
     ap.add_argument("--width", type=int, default=16, help="hourglass width (1 stack, depth 2)")
     ap.add_argument("--input-size", type=int, nargs=2, default=(64, 48), metavar=("H", "W"))
-    ap.add_argument("--boxes-per-person", type=int, default=16)
-    ap.add_argument("--loc-lr", type=float, default=5e-3)
+    ap.add_argument("--boxes-per-person", type=int, default=12)
+    ap.add_argument("--loc-lr", type=float, default=1e-3)
+    ap.add_argument("--loc-transform", choices=("translation", "scale", "affine"), default="translation")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-table3b", action="store_true", help="skip the jitter vs PGPG comparison")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
     def warmed_up(augmenter, name):
         set_seed(args.seed)
         model = SSTN(StackedHourglass(17, 1, args.width, 2), input_size=size, parallel="shared",
-                     loc_features="sppe", loc_transform="scale", loc_beta=10.0)
+                     loc_features="sppe", loc_transform=args.loc_transform, loc_beta=10.0)
         data = ResampledCrops(train_p, frames, augmenter, args.boxes_per_person, seed=args.seed, flip=True, **kw)
         cfg = TrainConfig(epochs=args.warmup_epochs, lr=2e-3, sppe_warmup_epochs=args.warmup_epochs,
                           warmup_crops="proposal", schedule="constant", progress=False, seed=args.seed)

@@ -30,6 +30,13 @@ def register(sub) -> None:
     p.add_argument("--depth", type=int, default=2, help="hourglass depth (default: 2)")
     p.add_argument("--loc-features", choices=("resnet", "sppe"), default="resnet",
                    help="the localization network's backbone (default: a compact ResNet)")
+    p.add_argument("--loc-transform", choices=("affine", "scale", "translation"), default="affine",
+                   help="what the STN may do: full affine, translation + log-scale, or translation only "
+                        "(with --loc-features sppe; default: affine)")
+    p.add_argument("--warmup-crops", choices=("ideal", "proposal"), default="ideal",
+                   help="SPPE warm-up on the GT boxes' crops (ideal) or on the displaced proposals themselves "
+                        "(proposal: the SPPE must localize; see docs/sstn_training.md)")
+    p.add_argument("--freeze-sppe", action="store_true", help="after the warm-up only the STN learns")
     p.add_argument("--boxes-per-person", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -80,12 +87,15 @@ def run(args) -> int:
     print(f"{len(train_p)} training persons ({len(train)} crops), {len(val_p)} held-out ({0 if val is None else len(val)}"
           f" crops); augment={args.augment}, parallel={'on' if args.parallel else 'off'}")
     model = SSTN(StackedHourglass(17, args.stacks, args.width, args.depth), input_size=tuple(args.input_size),
-                 parallel="shared" if args.parallel else None, loc_features=args.loc_features, loc_width=8)
+                 parallel="shared" if args.parallel else None, loc_features=args.loc_features, loc_width=8,
+                 loc_transform=args.loc_transform)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loc_lr=args.loc_lr,
                       sppe_warmup_epochs=min(args.warmup_epochs, args.epochs), seed=args.seed,
+                      warmup_crops=args.warmup_crops, freeze_sppe=args.freeze_sppe,
                       progress=not args.no_progress,
                       extra={"augment": args.augment, "input_size": list(args.input_size), "stacks": args.stacks,
-                             "width": args.width, "depth": args.depth, "loc_features": args.loc_features})
+                             "width": args.width, "depth": args.depth, "loc_features": args.loc_features,
+                             "loc_transform": args.loc_transform})
     trainer = Trainer(model, train, cfg, val=val, out_dir=args.out)
 
     def log(r):
