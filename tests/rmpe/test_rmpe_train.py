@@ -271,3 +271,81 @@ def test_proposal_warmup_and_frozen_sppe():
         TrainConfig(warmup_crops="centre").check()
     with pytest.raises(ValueError, match="CropSet"):
         Trainer(model, lambda e: None, TrainConfig(epochs=1, progress=False)).fit()
+
+
+def _centring_data(shared_data):
+    """Training: coco_mini train2017 + mmpose + the coco_mini val2017 images without detector boxes
+    (124 persons); held out: the val2017 persons of the 15 images with AP_H_56 boxes (53 persons)."""
+    import json
+
+    root = shared_data / "coco_mini"
+    with open(root / "COCO_val2017_detections_AP_H_56_person_cocomini.json") as f:
+        det_images = {int(d["image_id"]) for d in json.load(f)}
+    val = load_persons(root / "person_keypoints_val2017_cocomini.json", root / "val2017", min_keypoints=5)
+    train = (load_persons(root / "person_keypoints_train2017_cocomini.json", root / "train2017", min_keypoints=5)
+             + _mmpose(shared_data) + [p for p in val if p.image_id not in det_images])
+    return train, [p for p in val if p.image_id in det_images]
+
+
+@pytest.fixture(scope="module")
+def position_sensitive_sppe(shared_data):
+    """An SSTN whose SPPE was warmed up on heavily displaced proposal crops (8 new jittered boxes per
+    person per epoch, shift up to 0.3 of the box, random mirror; targets in the proposal's own frame),
+    so that its heatmaps move with the person; the localization net (a spatial soft-argmax on those
+    heatmaps, translation only) is still the identity."""
+    from rmpe.data import ResampledCrops
+
+    torch.set_num_threads(2)
+    train_p, held_p = _centring_data(shared_data)
+    frames = load_frames(train_p + held_p)
+    aug = JitterAugmenter(shift=0.3, scale=(0.8, 1.25), keep_aspect=True)
+    data = ResampledCrops(train_p, frames, aug, 8, seed=0, flip=True, sigma=2.0)
+    held = make_crops(held_p, frames, aug, 8, np.random.default_rng(1), sigma=2.0)
+    set_seed(0)
+    model = SSTN(StackedHourglass(stacks=1, width=16, depth=2), loc_features="sppe", loc_transform="translation")
+    cfg = TrainConfig(epochs=WARMUP, lr=2e-3, sppe_warmup_epochs=WARMUP, warmup_crops="proposal",
+                      schedule="constant", progress=False, seed=0)
+    hist = Trainer(model, data, cfg).fit()
+    return model, data, held, hist
+
+
+WARMUP = 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "no-parallel"])
+def test_stn_learns_to_centre_the_person(position_sensitive_sppe, parallel):
+    """The issue's claim on real persons (about 60-70 s for both cases on 2 idle cores; slow): after the
+    SPPE warm-up on displaced crops (8 epochs), 3 epochs of STN training with the SPPE frozen move the
+    crop towards the person, and the heatmap loss falls over the run (0.086 -> 0.022, mostly in the
+    warm-up). Measured (seed 0, 2 threads; normalized proposal units, jitter boxes of shift <= 0.3):
+
+    * with the parallel branch: training persons (unseen boxes) 0.3196 -> 0.3103, held-out persons
+      0.3203 -> 0.3161; held-out PCK@0.2 0.299 -> 0.313;
+    * without it (the SDTN's loss alone): training persons 0.3196 -> 0.3175; held-out 0.3203 -> 0.3201,
+      i.e. no held-out reduction at this length (the longer examples/train_sstn.py run reaches 0.3128),
+      so for that case only the training-set reduction is asserted and the held-out one must not grow.
+
+    The margins are about half the measured reductions: small, because this SPPE's heatmaps carry
+    little position (a linear probe on them corrects the displacement only 0.320 -> 0.307)."""
+    import copy
+
+    base, data, held, warm = position_sensitive_sppe
+    model = copy.deepcopy(base)
+    model.use_parallel = parallel
+    train_eval = data(100)  # boxes the run never trains on, of the training persons
+    before, before_train = evaluate(model, held), evaluate(model, train_eval)
+    cfg = TrainConfig(epochs=3, lr=2e-3, loc_lr=1e-3, freeze_sppe=True, schedule="constant", progress=False, seed=0)
+    hist = Trainer(model, lambda e: data(WARMUP + e), cfg).fit()
+    after, after_train = evaluate(model, held), evaluate(model, train_eval)
+    figures = (before_train["displacement_after"], after_train["displacement_after"], before["displacement_after"],
+               after["displacement_after"], warm[0]["main_loss"], hist[-1]["main_loss"], before["pck"], after["pck"])
+    assert hist[-1]["main_loss"] < 0.6 * warm[0]["main_loss"], figures
+    assert before["displacement_after"] == pytest.approx(before["displacement_before"])  # identity start
+    if parallel:
+        assert after_train["displacement_after"] < before_train["displacement_after"] - 0.005, figures
+        assert after["displacement_after"] < before["displacement_after"] - 0.002, figures
+    else:
+        assert after_train["displacement_after"] < before_train["displacement_after"] - 0.001, figures
+        assert after["displacement_after"] < before["displacement_after"] + 0.002, figures
+    assert after["pck"] > before["pck"] - 0.03, figures  # centring does not cost accuracy
