@@ -315,7 +315,8 @@ WARMUP = 8
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "no-parallel"])
 def test_stn_learns_to_centre_the_person(position_sensitive_sppe, parallel):
-    """The issue's claim on real persons (about 60-70 s for both cases on 2 idle cores; slow): after the
+    """The issue's claim on real persons (slow: both cases took 427 s wall, 450 CPU-s, on the loaded 2-core
+    machine): after the
     SPPE warm-up on displaced crops (8 epochs), 3 epochs of STN training with the SPPE frozen move the
     crop towards the person, and the heatmap loss falls over the run (0.086 -> 0.022, mostly in the
     warm-up). Measured (seed 0, 2 threads; normalized proposal units, jitter boxes of shift <= 0.3):
