@@ -1,6 +1,5 @@
 """rmpe.sstn and rmpe.hourglass: coordinate bookkeeping of STN -> SPPE -> SDTN, the identity start,
 gradients to theta, the parallel SPPE (frozen, training only), losses and the displacement measure."""
-import numpy as np
 import pytest
 import torch
 from torch import nn
