@@ -79,7 +79,7 @@ def alphapose_baselines(frames, per_frame, heatmaps, input_size, joint_map, mean
     t["crop"] = time.perf_counter() - t0
     # decode: the same joint pick + sigmoid as the pipeline, then heatmap_to_coord_simple person by person
     t0 = time.perf_counter()
-    hm = torch.sigmoid(heatmaps.permute(0, 2, 3, 1)[..., list(joint_map)].permute(0, 3, 1, 2).contiguous())
+    hm = torch.sigmoid(heatmaps.index_select(1, torch.tensor(list(joint_map))).contiguous())
     coords, maxvals = [], []
     for i in range(hm.shape[0]):
         c, m = heatmap_to_coord_simple(hm[i], crop_boxes[i])

@@ -99,13 +99,13 @@ class BlazePoseModel:
         self._interpreter = it
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
-        """crops ``[N, 3, 256, 256]`` float RGB in [0, 1] -> heatmap logits ``[N, 39, 64, 64]`` float32."""
+        """crops ``[N, 3, 256, 256]`` float RGB in [0, 1] -> heatmap logits ``[N, 39, 64, 64]`` float32, contiguous NCHW."""
         if not isinstance(crops, torch.Tensor) or crops.dim() != 4 or tuple(crops.shape[1:]) != (3, 256, 256):
             shape = tuple(crops.shape) if isinstance(crops, torch.Tensor) else type(crops).__name__
             raise ValueError(f"crops must be a [N, 3, 256, 256] tensor, got {shape}")
         n = crops.shape[0]
         x = crops.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
-        out = np.empty((n, 64, 64, 39), np.float32)
+        out = np.empty((n, 39, 64, 64), np.float32)  # NCHW, filled crop by crop from the interpreter's NHWC
         it, b = self._interpreter, self.batch
         for s in range(0, n, b):
             chunk = x[s:s + b]
@@ -114,8 +114,8 @@ class BlazePoseModel:
                 chunk = np.concatenate([chunk, np.zeros((b - m, 256, 256, 3), np.float32)])
             it.set_tensor(self._input, chunk)
             it.invoke()
-            out[s:s + m] = it.get_tensor(self._heatmap)[:m]
-        return torch.from_numpy(out).permute(0, 3, 1, 2).to(crops.device)
+            out[s:s + m] = it.get_tensor(self._heatmap)[:m].transpose(0, 3, 1, 2)
+        return torch.from_numpy(out).to(crops.device)
 
     def __repr__(self) -> str:
         return f"BlazePoseModel({str(self.model_path)!r}, num_threads={self.num_threads}, batch={self.batch})"
