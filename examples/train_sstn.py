@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rmpe.augment import JitterAugmenter, PGPGAugmenter
-from rmpe.data import (ResampledCrops, crops_from_boxes, detector_boxes, heatmap_to_image_theta, load_frames,
+from rmpe.datasets import (ResampledCrops, crops_from_boxes, detector_boxes, heatmap_to_image_theta, load_frames,
                        load_persons, make_crops)
 from rmpe.hourglass import StackedHourglass
 from rmpe.sstn import SSTN

@@ -20,8 +20,8 @@ so that its heatmaps move with the person (what the parallel branch and an SPPE-
 net need). ``freeze_sppe``: after the warm-up the SPPE's weights are not updated and it runs in eval
 mode (the paper's pre-trained, frozen parallel SPPE; only the localization network learns).
 
-Training data: a fixed :class:`rmpe.data.CropSet`, or a callable ``epoch -> CropSet`` (e.g.
-:class:`rmpe.data.ResampledCrops`: new random boxes every epoch, a deterministic function of the
+Training data: a fixed :class:`rmpe.datasets.CropSet`, or a callable ``epoch -> CropSet`` (e.g.
+:class:`rmpe.datasets.ResampledCrops`: new random boxes every epoch, a deterministic function of the
 epoch so that resuming still reproduces the run).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .data import CropSet, heatmap_to_image_theta
+from .datasets import CropSet, heatmap_to_image_theta
 from .sstn import SSTN, centre_displacement, heatmap_loss, sstn_loss
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "set_seed"]
@@ -130,7 +130,7 @@ def evaluate(model: SSTN, crops: CropSet, batch_size: int = 128, pck_alpha: floa
 
 
 class Trainer:
-    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.data.CropSet`, or a
+    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.datasets.CropSet`, or a
     callable ``epoch (0-based) -> CropSet`` giving each epoch's crops); evaluates on ``val`` after every
     epoch when given; checkpoints to ``out_dir`` when given."""
 
@@ -139,7 +139,7 @@ class Trainer:
         if not isinstance(model, SSTN):
             raise ValueError(f"model must be an rmpe.sstn.SSTN, got {type(model).__name__}")
         if not callable(train) and (not isinstance(train, CropSet) or len(train) == 0):
-            raise ValueError("train must be a non-empty rmpe.data.CropSet or a callable epoch -> CropSet")
+            raise ValueError("train must be a non-empty rmpe.datasets.CropSet or a callable epoch -> CropSet")
         config.check()
         self.model, self.train_set, self.val_set, self.config = model, train, val, config
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
@@ -219,7 +219,7 @@ class Trainer:
             data = data(self.epoch)
             if not isinstance(data, CropSet) or len(data) == 0:
                 raise ValueError(f"the training-set callable gave {type(data).__name__} for epoch {self.epoch}; "
-                                 f"expected a non-empty rmpe.data.CropSet")
+                                 f"expected a non-empty rmpe.datasets.CropSet")
         warmup = self.epoch < cfg.sppe_warmup_epochs
         frozen = cfg.freeze_sppe and not warmup
         if model.parallel_mode == "copy" and not warmup:

@@ -56,7 +56,7 @@ def run(args) -> int:
 
     from ..augment import make_augmenter
     from ..cli import CommandError
-    from ..data import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
+    from ..datasets import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
     from ..hourglass import StackedHourglass
     from ..sstn import SSTN
     from ..train import Trainer, TrainConfig, set_seed

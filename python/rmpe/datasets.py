@@ -300,7 +300,7 @@ def flip_crops(crops: CropSet) -> CropSet:
     decoding a flipped map still gives image pixels; ``keypoints`` permuted like the channels (channel k
     of the mirror shows the person's joint ``perm[k]``). Boxes, GT boxes and ids are unchanged."""
     if not isinstance(crops, CropSet):
-        raise ValueError(f"crops must be an rmpe.data.CropSet, got {type(crops).__name__}")
+        raise ValueError(f"crops must be an rmpe.datasets.CropSet, got {type(crops).__name__}")
     k = crops.target.shape[1]
     perm = _flip_permutation(k)
     star = crops.theta_star.clone()
