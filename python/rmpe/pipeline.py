@@ -329,6 +329,16 @@ class Pipeline:
 
     # ---------------------------------------------------------------- stages
 
+    def _crop_buffer(self, rows: int, dtype: torch.dtype) -> Tensor:
+        """The crop batch, kept between calls (fresh memory of this size costs more to fault in than the
+        crops cost to compute); it grows to ``batch_size`` rows at most. Not shared across threads: one
+        Pipeline object serves one caller at a time."""
+        buf = getattr(self, "_crops", None)
+        if buf is None or buf.shape[0] < rows or buf.dtype != dtype or buf.device != self.device:
+            buf = torch.empty((rows, 3) + self.input_size, dtype=dtype, device=self.device)
+            self._crops = buf
+        return buf
+
     def _boxes(self, frames_np, detections, n_frames: int) -> List[FrameBoxes]:
         if callable(detections) and not isinstance(detections, (list, tuple, dict)):
             return [as_frame_boxes(detections(f), self.det_thresh, f"detector output for frames[{i}]")
@@ -395,11 +405,9 @@ class Pipeline:
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # frame f owns [starts[f], starts[f+1])
         frame_of_np = frame_of.numpy()
         m = self.model
-        buf = None
+        buf = self._crop_buffer(min(self.batch_size, n), m.dtype) if n else None
         for s in range(0, n, self.batch_size):
             e = min(s + self.batch_size, n)
-            if buf is None:
-                buf = torch.empty((min(self.batch_size, n), 3) + self.input_size, dtype=m.dtype, device=self.device)
             out = buf[:e - s]
             for f in range(int(frame_of_np[s]), int(frame_of_np[e - 1]) + 1):
                 a, b = max(s, int(starts[f])), min(e, int(starts[f + 1]))
