@@ -36,7 +36,8 @@ time, crossing frame boundaries; the NMS runs once over the whole batch with an 
    ``nms_rank="pose"`` ranks ``alphapose`` by the pose score as well (on the BlazePose sample this
    matters: AlphaPose's joint-mean ranking ignores the detector score).
    Parameters: an object of :mod:`rmpe.nms_params`, a dict of its fields, or a parameters file
-   (:func:`rmpe.nms_params.load_params`, whose ``method`` then sets ``nms``); defaults otherwise.
+   (:func:`rmpe.nms_search.load_params_and_scoring`: its ``method`` sets ``nms``, its ranking/score choice
+   the scoring); defaults otherwise.
 
 Everything runs on ``device`` (default: the model's): frames are copied there once per call, thetas,
 crops, decode and NMS stay there; only the result records are built on the CPU. On CUDA the per-stage
@@ -59,7 +60,7 @@ from rmpe_ext.proposals import Proposals
 from .detections import FrameBoxes, as_frame_boxes
 from .models import check_heatmaps, check_model
 from .nms_params import METHODS, make_params
-from .nms_search import Scoring, apply_nms, load_params_and_scoring
+from .nms_search import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
 
 __all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
            "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
@@ -171,22 +172,14 @@ def proposals_to_records(p: Proposals, index: Optional[Tensor] = None, poses: Op
                          joint_scores: Optional[Tensor] = None, scores: Optional[Tensor] = None) -> List[dict]:
     """COCO keypoint result dicts for the poses ``index`` (default: all) of ``p``, with other keypoints,
     joint scores or scores when given (one row per index): ``image_id``, ``category_id`` 1,
-    ``keypoints`` (x, y, score per joint, image pixels), ``score``, ``det_bbox`` (xywh), ``det_score``."""
+    ``keypoints`` (x, y, score per joint, image pixels), ``score``, ``det_bbox`` (xywh), ``det_score``
+    (:func:`rmpe.nms_search.to_results` with ``extra``)."""
     if index is None:
         index = torch.arange(p.poses.shape[0], device=p.poses.device)
-    poses = p.poses[index] if poses is None else poses
-    joint_scores = p.joint_scores[index] if joint_scores is None else joint_scores
-    scores = p.scores[index] if scores is None else scores
-    if len(index) == 0:
-        return []
-    kp = torch.cat([poses.to(torch.float64), joint_scores.to(torch.float64).unsqueeze(-1)], -1).flatten(1)
-    box = p.boxes[index].to(torch.float64)
-    xywh = torch.cat([box[:, :2], box[:, 2:] - box[:, :2]], 1)
-    ids = p.image_ids[index].tolist()
-    return [{"image_id": int(i), "category_id": 1, "keypoints": k, "score": float(s), "det_bbox": b,
-             "det_score": float(d)}
-            for i, k, s, b, d in zip(ids, kp.cpu().tolist(), scores.cpu().tolist(), xywh.cpu().tolist(),
-                                     p.box_scores[index].cpu().tolist())]
+    out = NMSOutput(index, p.poses[index] if poses is None else poses,
+                    p.joint_scores[index] if joint_scores is None else joint_scores,
+                    p.scores[index] if scores is None else scores)
+    return to_results(p, out, extra=True)
 
 
 @dataclasses.dataclass
