@@ -36,8 +36,9 @@ class Replay:
 
     def __init__(self, model):
         self.model, self.recorded, self.calls = model, [], 0
-        for attr in ("input_size", "mean", "std", "channel_order", "dtype", "num_joints", "joint_map", "box_preset",
-                     "heatmap_offset", "heatmap_activation", "device"):
+        from rmpe.models import ADAPTER_ATTRS
+
+        for attr in ADAPTER_ATTRS:
             setattr(self, attr, getattr(model, attr))
 
     def __call__(self, crops):

@@ -12,7 +12,7 @@ from rmpe.detections import FrameBoxes, as_frame_boxes, detections_from_records,
     load_image
 from rmpe.draw import draw_results, save_image
 from rmpe.eval import coco_keypoint_eval
-from rmpe.models import TorchHeatmapModel, check_model
+from rmpe.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
 from rmpe.nms_params import make_params, save_params
 from rmpe.pipeline import Pipeline, PipelineResult, crop_theta, heatmap_to_image, pose_scores, run_nms
 
@@ -52,8 +52,7 @@ class Recorder:
 
     def __init__(self, model):
         self.model, self.crops, self.heatmaps = model, [], []
-        for a in ("input_size", "mean", "std", "channel_order", "dtype", "num_joints", "joint_map", "box_preset",
-                  "heatmap_offset", "heatmap_activation", "device"):
+        for a in ADAPTER_ATTRS:
             setattr(self, a, getattr(model, a))
 
     def __call__(self, crops):

@@ -30,7 +30,7 @@ from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
 
-__all__ = ["PoseModel", "check_model", "check_heatmaps", "COCO17_JOINTS", "TorchHeatmapModel", "BlazePoseModel",
+__all__ = ["PoseModel", "ADAPTER_ATTRS", "check_model", "check_heatmaps", "COCO17_JOINTS", "TorchHeatmapModel", "BlazePoseModel",
            "load_torch_model", "default_blazepose_path"]
 
 COCO17_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -38,6 +38,10 @@ COCO17_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left
                  "right_knee", "left_ankle", "right_ankle")
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# the attributes of an adapter (see the module docstring and :class:`PoseModel`)
+ADAPTER_ATTRS = ("input_size", "mean", "std", "channel_order", "dtype", "num_joints", "joint_map", "box_preset",
+                 "heatmap_offset", "heatmap_activation", "device")
 
 
 @runtime_checkable
@@ -62,8 +66,7 @@ class PoseModel(Protocol):
 def check_model(model) -> None:
     """Raises ValueError/TypeError naming the attribute when ``model`` does not follow :class:`PoseModel`."""
     name = type(model).__name__
-    for attr in ("input_size", "mean", "std", "channel_order", "dtype", "num_joints", "joint_map", "box_preset",
-                 "heatmap_offset", "heatmap_activation", "device"):
+    for attr in ADAPTER_ATTRS:
         if not hasattr(model, attr):
             raise TypeError(f"model {name} lacks the adapter attribute {attr!r} (see rmpe.models.PoseModel)")
     if not callable(model):
