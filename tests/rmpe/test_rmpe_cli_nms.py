@@ -37,6 +37,15 @@ def fails_cleanly(capsys, argv, match, folder, output):
     assert set(pathlib.Path(folder).iterdir()) == before
 
 
+def writer(folder):
+    """``write(name, obj)`` -> the path of ``folder / name`` holding ``obj`` (a str as is, else as JSON)."""
+    def write(name, obj):
+        p = folder / name
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(p)
+    return write
+
+
 # ------------------------------------------------------------------ rmpe nms
 
 @pytest.mark.parametrize("method", ["paper", "alphapose", "oks", "soft-oks"])
@@ -74,11 +83,7 @@ def test_nms_with_a_parameters_file(tmp_path, capsys):
 def test_nms_bad_input(tmp_path, capsys, records):
     out = tmp_path / "out.json"
     rec = records[0]
-
-    def write(name, obj):
-        p = tmp_path / name
-        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-        return str(p)
+    write = writer(tmp_path)
 
     cases = [
         (write("a.json", "not json"), "not valid JSON"),
@@ -184,11 +189,7 @@ def test_eval_table_and_json(tmp_path, capsys, records):
 
 
 def test_eval_bad_input(tmp_path, capsys, records):
-    def write(name, obj):
-        p = tmp_path / name
-        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-        return str(p)
-
+    write = writer(tmp_path)
     cases = [
         (write("a.json", "{"), "not valid JSON"),
         (write("b.json", {"x": 1}), "expected a JSON list"),
