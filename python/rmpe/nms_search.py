@@ -331,11 +331,12 @@ class KeypointAP:
         self.coco = load_gt(gt)
         _check_keypoint_gt(self.coco)
         known = sorted(self.coco.getImgIds())
+        self._known = set(known)
         if image_ids is None:
             self.image_ids = known
         else:
             self.image_ids = sorted({int(i) for i in image_ids})
-            unknown = set(self.image_ids) - set(known)
+            unknown = set(self.image_ids) - self._known
             if unknown:
                 raise ValueError(f"image_ids: {len(unknown)} ids are not in the ground truth, e.g. {min(unknown)}")
         self._ids = set(self.image_ids)
@@ -358,7 +359,7 @@ class KeypointAP:
         from .eval import to_coco_results
 
         res = to_coco_results(results)
-        missing = {r["image_id"] for r in res} - set(self.coco.getImgIds())
+        missing = {r["image_id"] for r in res} - self._known
         if missing:
             raise ValueError(f"results name {len(missing)} image ids that the ground truth lacks, "
                              f"e.g. {min(missing)}")
