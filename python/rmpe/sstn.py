@@ -12,9 +12,9 @@ Coordinates. Everything is in torch's normalized frame (``F.affine_grid``, ``ali
 a proposal image of H x W pixels spans [-1, 1]^2, pixel column j at x_n = (2 j + 1) / W - 1. The
 localization network predicts theta [N, 2, 3], which maps normalized **crop** coordinates to normalized
 **proposal** coordinates (paper Eq. 1); it starts at the identity (zero last-layer weights, identity
-bias). The STN samples the crop (``rmpe_ext.ops.affine_grid_sample``), the SPPE predicts heatmaps on it,
-and the SDTN warps those back with gamma = theta^-1 (``rmpe_ext.ops.affine_inverse``, paper Eqs. 3-4)
-through the same sampler. A heatmap of hh x hw pixels covers its crop in the same normalized frame
+bias). The STN samples the crop (``rmpe_ext.nn.AffineSampler``), the SPPE predicts heatmaps on it,
+and the SDTN (``rmpe_ext.nn.SDTN``) warps those back with gamma = theta^-1 (paper Eqs. 3-4) through the
+same sampler. A heatmap of hh x hw pixels covers its crop in the same normalized frame
 (heatmap pixel u at x_n = (2 u + 1) / hw - 1; true for the hourglass' 4x stem), so theta applies to
 crops and heatmaps alike whatever their sizes; the SDTN's output covers the proposal at the heatmap
 resolution. Gradients reach theta through the sampler (STN) and through gamma (SDTN, Eqs. 5-6).
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rmpe_ext.ops import affine_grid_sample, affine_inverse
+from rmpe_ext.nn import SDTN, AffineSampler
 
 __all__ = ["BasicBlock", "ResNetBackbone", "SPPEFeatures", "LocalizationNet", "SSTN", "SSTNOutput", "heatmap_loss", "sstn_loss",
            "centre_displacement", "IDENTITY_THETA"]
@@ -303,6 +303,8 @@ class SSTN(nn.Module):
         self.parallel_mode = parallel
         self.use_parallel = parallel is not None
         self.padding_mode = padding_mode
+        self.stn = AffineSampler(self.crop_size, padding_mode=padding_mode)
+        self.sdtn = SDTN()  # at each map's own size, zero padding; NaN for a singular theta (a NaN loss)
         self.parallel_sppe: Optional[nn.Module] = None
         if parallel == "copy":
             self.parallel_sppe = copy.deepcopy(sppe)
@@ -349,10 +351,9 @@ class SSTN(nn.Module):
         elif theta.shape != (x.shape[0], 2, 3):
             raise ValueError(f"theta must have shape [{x.shape[0]}, 2, 3], got {tuple(theta.shape)}")
         theta = theta.to(x.dtype)
-        crops = affine_grid_sample(x, theta, self.crop_size, padding_mode=self.padding_mode, check=False)
+        crops = self.stn(x, theta)
         crop_maps = _as_stacks(self.sppe(crops), "SPPE")
-        gamma = affine_inverse(theta, check=False)  # NaN for a singular theta: surfaces as a NaN loss
-        maps = [affine_grid_sample(m, gamma, m.shape[2:], check=False) for m in crop_maps]
+        maps = [self.sdtn(m, theta) for m in crop_maps]
         parallel = self._run_parallel(crops) if (self.training and self.use_parallel) else None
         return SSTNOutput(maps, theta, crops, crop_maps, parallel)
 
