@@ -49,6 +49,14 @@ def _empty() -> FrameBoxes:
     return FrameBoxes(torch.zeros(0, 4), torch.zeros(0))
 
 
+def _from_pairs(pairs: List[tuple]) -> FrameBoxes:
+    """``[((x1, y1, x2, y2), score), ...]`` (as :func:`_record_box` gives them) -> FrameBoxes."""
+    if not pairs:
+        return _empty()
+    return FrameBoxes(torch.tensor([b for b, _ in pairs], dtype=torch.float32),
+                      torch.tensor([s for _, s in pairs], dtype=torch.float32))
+
+
 def _check_boxes(boxes: torch.Tensor, scores: torch.Tensor, what: str) -> FrameBoxes:
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{what}: boxes must have shape [n, 4] (x1, y1, x2, y2), got {tuple(boxes.shape)}")
@@ -108,14 +116,7 @@ def detections_from_records(records: Iterable[dict], det_thresh: float = 0.0, pe
         lst = per.setdefault(image_id, [])
         if cat == person_category and score >= det_thresh:
             lst.append((box, score))
-    out = {}
-    for image_id, lst in per.items():
-        if not lst:
-            out[image_id] = _empty()
-            continue
-        out[image_id] = FrameBoxes(torch.tensor([b for b, _ in lst], dtype=torch.float32),
-                                   torch.tensor([s for _, s in lst], dtype=torch.float32))
-    return out
+    return {image_id: _from_pairs(lst) for image_id, lst in per.items()}
 
 
 def load_detections(path: Union[str, os.PathLike], det_thresh: float = 0.0,
@@ -134,9 +135,7 @@ def as_frame_boxes(obj: Any, det_thresh: float = 0.0, what: str = "detections") 
     elif isinstance(obj, (list, tuple)) and (len(obj) == 0 or isinstance(obj[0], dict)):
         if not obj:
             return _empty()
-        lst = [_record_box(r, n, what) for n, r in enumerate(obj)]
-        fb = FrameBoxes(torch.tensor([b for b, _ in lst], dtype=torch.float32),
-                        torch.tensor([s for _, s in lst], dtype=torch.float32))
+        fb = _from_pairs([_record_box(r, n, what) for n, r in enumerate(obj)])
     elif isinstance(obj, tuple) and len(obj) == 2:
         boxes, scores = (o if isinstance(o, torch.Tensor) else torch.as_tensor(np.asarray(o, dtype=np.float32))
                          for o in obj)
