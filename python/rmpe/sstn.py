@@ -127,11 +127,8 @@ class SPPEFeatures(nn.Module):
         self._sppe = (sppe,)
 
     def forward(self, x: Tensor) -> Tensor:
-        sppe = self._sppe[0]
         with torch.no_grad():
-            params = dict(sppe.named_parameters())
-            buffers = {k: v.clone() for k, v in sppe.named_buffers()}
-            return _as_stacks(torch.func.functional_call(sppe, {**params, **buffers}, (x,)), "SPPE")[-1]
+            return _detached_call(self._sppe[0], x, "SPPE")[-1]
 
 
 class LocalizationNet(nn.Module):
@@ -267,6 +264,14 @@ def _as_stacks(out, what: str) -> List[Tensor]:
     return list(out)
 
 
+def _detached_call(sppe: nn.Module, x: Tensor, what: str) -> List[Tensor]:
+    """``sppe(x)`` with its weights detached (no gradient reaches them) and its buffers cloned (the
+    call does not move the running statistics the main branch keeps), in its current mode."""
+    params = {k: v.detach() for k, v in sppe.named_parameters()}
+    buffers = {k: v.clone() for k, v in sppe.named_buffers()}
+    return _as_stacks(torch.func.functional_call(sppe, {**params, **buffers}, (x,)), what)
+
+
 class SSTN(nn.Module):
     """STN -> SPPE -> SDTN, with the parallel SPPE for training (see the module docstring).
 
@@ -330,11 +335,7 @@ class SSTN(nn.Module):
     def _run_parallel(self, crops: Tensor) -> List[Tensor]:
         if self.parallel_mode == "copy":
             return _as_stacks(self.parallel_sppe(crops), "parallel SPPE")
-        # shared: the main SPPE's weights, detached (no gradient to them), its buffers cloned (the
-        # parallel pass must not move the running statistics the main branch keeps)
-        params = {k: v.detach() for k, v in self.sppe.named_parameters()}
-        buffers = {k: v.clone() for k, v in self.sppe.named_buffers()}
-        return _as_stacks(torch.func.functional_call(self.sppe, {**params, **buffers}, (crops,)), "parallel SPPE")
+        return _detached_call(self.sppe, crops, "parallel SPPE")
 
     # -- forward
 
