@@ -20,7 +20,7 @@ import time
 import torch
 
 from rmpe.nms_params import save_params
-from rmpe.nms_search import (KeypointAP, NMSOutput, Scoring, apply_nms, read_proposals,
+from rmpe.nms_search import (KeypointAP, NMSOutput, Scoring, apply_nms, no_nms, read_proposals,
                              subset_proposals, to_results, tune_nms)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -28,10 +28,6 @@ PROPOSALS = ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz"
 GT = ROOT / "data" / "gt_dev.json.gz"
 OUT = ROOT / "python" / "rmpe" / "data"
 TUNED = ("paper", "alphapose", "oks")
-
-
-def no_nms(props):
-    return NMSOutput(torch.arange(len(props.poses)), props.poses, props.joint_scores, props.scores)
 
 
 def ap_of(ev, props, method=None, params=None, scoring=None):

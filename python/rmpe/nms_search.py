@@ -61,7 +61,7 @@ from .nms_params import METHODS, make_params, params_to_json
 
 __all__ = [
     "RANKS", "OUTPUTS", "Scoring", "default_scoring", "scoring_from_meta", "load_params_and_scoring", "read_proposals", "subset_proposals", "NMSOutput",
-    "apply_nms", "to_results", "KeypointAP", "ParamSpec", "default_space", "default_flags", "TuneResult", "tune_nms",
+    "apply_nms", "no_nms", "to_results", "KeypointAP", "ParamSpec", "default_space", "default_flags", "TuneResult", "tune_nms",
     "tuned_params_path",
 ]
 
@@ -252,6 +252,11 @@ def apply_nms(props: Proposals, method: str, params=None, scoring: Optional[Scor
     else:  # alphapose
         s = js.mean(1) + props.box_scores[keep] + 1.25 * js.amax(1)
     return NMSOutput(keep, poses, js, s.to(torch.float32))
+
+
+def no_nms(props: Proposals) -> NMSOutput:
+    """Every proposal kept as it is, scored by its own ``score`` (the "before NMS" baseline)."""
+    return NMSOutput(torch.arange(len(props.poses)), props.poses, props.joint_scores, props.scores)
 
 
 def to_results(props: Proposals, out: NMSOutput, extra: bool = False) -> List[dict]:

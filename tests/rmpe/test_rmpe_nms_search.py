@@ -10,9 +10,9 @@ import torch
 
 from rmpe.eval import coco_keypoint_eval
 from rmpe.nms_params import load_params, save_params
-from rmpe.nms_search import (OUTPUTS, RANKS, KeypointAP, NMSOutput, ParamSpec, Scoring, apply_nms, default_scoring,
-                             load_params_and_scoring, read_proposals, subset_proposals, to_results, tune_nms,
-                             tuned_params_path)
+from rmpe.nms_search import (OUTPUTS, RANKS, KeypointAP, ParamSpec, Scoring, apply_nms, default_scoring,
+                             load_params_and_scoring, no_nms, read_proposals, subset_proposals, to_results,
+                             tune_nms, tuned_params_path)
 from rmpe_ext.ops import AlphaPoseNMSParams, PaperNMSParams
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -29,10 +29,6 @@ def props():
 @pytest.fixture(scope="module")
 def ev():
     return KeypointAP(GT)
-
-
-def no_nms(p):
-    return NMSOutput(torch.arange(len(p.poses)), p.poses, p.joint_scores, p.scores)
 
 
 # ------------------------------------------------------------------ evaluator

@@ -55,7 +55,7 @@ def run(args) -> int:
 
     from ..cli import CommandError
     from ..io import write_json
-    from ..nms_search import KeypointAP, NMSOutput, Scoring, apply_nms, default_scoring, read_proposals, to_results
+    from ..nms_search import KeypointAP, Scoring, apply_nms, default_scoring, no_nms, read_proposals, to_results
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     method, params, scoring = resolve_method_params(args.method, args.params)
@@ -70,9 +70,7 @@ def run(args) -> int:
     line = (f"{method} NMS kept {len(results)} of {len(props.poses)} poses on {props.num_images} images "
             f"(rank: {scoring.rank}, score: {scoring.output})")
     if evaluator is not None:
-        everything = torch.arange(len(props.poses))
-        before = evaluator.stats(to_results(props, NMSOutput(everything, props.poses, props.joint_scores,
-                                                              props.scores)))
+        before = evaluator.stats(to_results(props, no_nms(props)))
         after = evaluator.stats(results)
     write_json(args.output, results, indent=args.indent)
     print(f"{line}; wrote {args.output}")

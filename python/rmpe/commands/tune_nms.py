@@ -51,7 +51,7 @@ def run(args) -> int:
 
     from ..cli import CommandError
     from ..nms_params import save_params
-    from ..nms_search import (KeypointAP, NMSOutput, Scoring, load_params_and_scoring, read_proposals,
+    from ..nms_search import (KeypointAP, Scoring, load_params_and_scoring, no_nms, read_proposals,
                               subset_proposals, to_results, tune_nms)
 
     torch.set_num_threads(1)
@@ -81,8 +81,7 @@ def run(args) -> int:
     if len(props.poses) == 0:
         raise CommandError("no proposals on the images tuned on")
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
-    none_ap = evaluator.ap(to_results(props, NMSOutput(torch.arange(len(props.poses)), props.poses,
-                                                        props.joint_scores, props.scores)))
+    none_ap = evaluator.ap(to_results(props, no_nms(props)))
     res = tune_nms(props, evaluator, method=args.method, start=start, names=names, scoring=scoring,
                    search_scoring=args.search_scoring, grid=args.grid, max_rounds=args.max_rounds,
                    refine=args.refine, tol=args.tol, progress=not args.quiet)
