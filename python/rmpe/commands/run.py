@@ -87,8 +87,10 @@ def _model(args):
 
 
 def _render_name(path) -> str:
+    from ..draw import IMAGE_FORMATS
+
     base, ext = os.path.splitext(os.path.basename(path))
-    return base + (ext if ext.lower() in (".jpg", ".jpeg", ".png") else ".jpg")
+    return base + (ext if ext.lower() in IMAGE_FORMATS else ".jpg")
 
 
 def run(args) -> int:
@@ -133,12 +135,12 @@ def run(args) -> int:
             raise CommandError(f"{len(missing)} image id(s) of the detections are not in the ground truth "
                                f"{args.gt!r}, e.g. {missing[0]}")
     images_json = read_json(args.images_json, "images file") if args.images_json else (gt.dataset if gt else None)
-    files = image_files(args.images_dir, list(dets), images_json)
+    ids = list(dets)
+    files = image_files(args.images_dir, ids, images_json)
     model = _model(args)
     pipe = Pipeline(model, nms=args.nms, nms_params=args.nms_params, box_preset=args.box_preset,
                     refine=args.refine, batch_size=args.batch_size, device=device, nms_rank=args.nms_rank)
 
-    ids = list(dets)
     parts = []
     render_tmp = None
     wrote_pre = False
