@@ -1,4 +1,5 @@
 """``rmpe nms``, ``rmpe tune-nms``, ``rmpe eval`` end to end through rmpe.cli.main, in temporary folders."""
+import dataclasses
 import gzip
 import json
 import pathlib
@@ -8,7 +9,7 @@ import torch
 
 from rmpe.cli import main
 from rmpe.eval import STAT_NAMES, coco_keypoint_eval
-from rmpe.nms_params import load_params
+from rmpe.nms_params import load_params, make_params
 from rmpe.nms_search import KeypointAP, apply_nms, load_params_and_scoring, read_proposals, to_results
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -133,6 +134,18 @@ def test_tune_nms_end_to_end(tmp_path, capsys):
     out2 = tmp_path / "params2.json"
     assert main(argv[:4] + [str(out2)] + argv[5:] + ["--start", str(out)]) == 0
     assert json.loads(out2.read_text())["meta"]["ap"] >= meta["ap"]
+
+
+def test_tune_nms_prints_what_changed(tmp_path, capsys):
+    out = tmp_path / "params.json"
+    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "oks", "--max-rounds", "1", "--grid", "3",
+                 "--refine", "0", "--quiet"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tuned: "))
+    _, params = load_params(out)
+    start = make_params("oks")
+    changed = [f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params)
+               if getattr(params, f.name) != getattr(start, f.name)]
+    assert changed and line == "tuned: " + ", ".join(changed) + ", rank=proposal, score=rank"
 
 
 def test_tune_nms_on_some_images(tmp_path, capsys):

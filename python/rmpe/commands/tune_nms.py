@@ -47,6 +47,8 @@ def _ints(text, what):
 
 
 def run(args) -> int:
+    import dataclasses
+
     import torch
 
     from ..cli import CommandError
@@ -90,8 +92,8 @@ def run(args) -> int:
                     evals_per_second=round(res.evals_per_second, 1),
                     coco_evals_per_second=round(res.coco_evals_per_second, 1))
     save_params(args.output, res.params, meta=meta)
-    changed = {k: v for k, v in meta["start_params"].items() if getattr(res.params, k) != (
-        float(v) if v in ("inf", "-inf") else (tuple(v) if isinstance(v, list) else v))}
+    changed = [f.name for f in dataclasses.fields(res.params)
+               if getattr(res.params, f.name) != getattr(res.start_params, f.name)]
     print(f"{args.method} NMS on {len(props.poses)} proposals, {len(evaluator.image_ids)} images: COCO keypoint AP "
           f"{none_ap:.4f} without NMS, {res.start_ap:.4f} at the start, {res.ap:.4f} tuned "
           f"({res.rounds} rounds, {'converged' if res.converged else 'stopped at --max-rounds'})")
