@@ -250,9 +250,10 @@ def crops_from_boxes(persons: Sequence[Person], frames: Dict[str, Tensor], boxes
     gt_xyxy = np.concatenate([gt[:, :2], gt[:, :2] + gt[:, 2:]], 1)
     prop_px = boxes_to_theta(torch.from_numpy(b), input_size, box_scale, keep_aspect).numpy()
     gt_px = boxes_to_theta(torch.from_numpy(gt_xyxy), crop_size, box_scale, keep_aspect).numpy()
-    target, weight = _normalized_targets(kp, _invert(prop_px), input_size, hm_in, sigma)
+    img_to_prop = _invert(prop_px)
+    target, weight = _normalized_targets(kp, img_to_prop, input_size, hm_in, sigma)
     ctarget, cweight = _normalized_targets(kp, _invert(gt_px), crop_size, hm_crop, sigma)
-    star_px = _compose(_invert(prop_px), gt_px)  # GT-crop px -> proposal px
+    star_px = _compose(img_to_prop, gt_px)  # GT-crop px -> proposal px
     theta_star = pixel_to_normalized_theta(torch.from_numpy(star_px), input_size, crop_size).to(torch.float32)
     images = torch.empty((len(idx), 3, *input_size), dtype=torch.float32)
     paths = [persons[i].image_path for i in idx]
