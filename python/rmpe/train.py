@@ -227,8 +227,7 @@ class Trainer:
         model.train()
         if frozen:
             model.sppe.eval()
-        loc_ids = {id(p) for p in model.loc_net.parameters()}
-        sppe_params = [p for p in model.parameters() if id(p) not in loc_ids]
+        sppe_params = self.optimizer.param_groups[0]["params"]  # everything but the localization net
         use_parallel = model.use_parallel
         perm = torch.randperm(len(data), generator=self.generator)
         batches = [perm[s:s + cfg.batch_size] for s in range(0, len(perm), cfg.batch_size)]
