@@ -66,9 +66,9 @@ class Hourglass(nn.Module):
 class StackedHourglass(nn.Module):
     """``stacks`` hourglasses of ``depth`` levels and ``width`` channels with intermediate supervision.
 
-    ``forward(crops [N, in_channels, H, W] float) -> list of stacks tensors [N, num_joints, ceil(H/4)...]``
-    (exactly the size of the stem's output: ``floor((floor((H - 1) / 2) + 1) / 2)`` for a 7x7 stride-2
-    convolution with padding 3 and a 2x2 pool, i.e. H/4 when 4 divides H). The last tensor is the
+    ``forward(crops [N, in_channels, H, W] float) -> list of stacks tensors [N, num_joints, H', W']``
+    (exactly the size of the stem's output: ``H' = floor(ceil(H / 2) / 2)`` for a 7x7 stride-2
+    convolution with padding 3 and a 2x2 pool, i.e. H/4 when 4 divides H; likewise W'). The last tensor is the
     prediction; train every one against the same target (intermediate supervision).
     """
 
