@@ -24,8 +24,8 @@ On the shipped BlazePose proposals this choice moves AP more than any NMS parame
 ranking and score: 0.108; the same criterion ranked and scored by the proposal score: 0.164). It is
 configured (``scoring=``; the search's default: the proposal's score for both) and stored in the ``meta``
 of the parameter files (``meta["scoring"]``, read back by :func:`scoring_from_meta`).
-``search_scoring=True`` searches it too, but on these 12 images that overfits: tuned on 6 of them it
-ranks by the detection score, which halves AP on the other 6.
+``search_scoring=True`` searches it too; on 12 images that risks overfitting (``python
+examples/tune_nms.py --search-scoring`` measures it on a 2-fold split; no run of it is recorded here).
 
 The search (DESIGN 2.1)
 -----------------------
@@ -586,7 +586,7 @@ def tune_nms(props: Proposals, evaluator: KeypointAP, method: str = "paper", sta
     :func:`default_flags`; ``[]``: none) at the start of each round; ``scoring``: the :class:`Scoring`
     (None: ``Scoring("proposal", "rank")`` for every method, the proposal's own score), fixed unless
     ``search_scoring``, which tries every (rank, output) choice at the start of each round too (off by
-    default: tuned on 6 of the 12 dev images it picks choices that halve AP on the other 6); ``grid``: points per axis
+    default: on the 12 dev images it risks overfitting, see the module docstring); ``grid``: points per axis
     (odd, >= 3); ``max_rounds`` caps the rounds; ``refine``: how many times the grids are refined; ``tol``:
     the AP gain below which a round counts as converged; ``progress``: a tqdm bar on stderr.
 
