@@ -2,8 +2,8 @@
 
 The model takes one ``1x256x256x3`` float32 RGB crop in [0, 1] and has five outputs; the one of shape
 ``1x64x64x39`` is a heatmap per BlazePose landmark (33 body landmarks + 6 auxiliary ones) holding
-**logits** (values from about -60 to 2 on real crops), so a joint's score is the sigmoid of its peak.
-Heatmap cell ``(u, v)`` covers crop pixels ``[4u, 4u + 4)``; the team's proposals
+**logits** (from about -98 to 3 on the 118 crops of ``data/coco4``), so a joint's score is the sigmoid of
+its peak. Heatmap cell ``(u, v)`` covers crop pixels ``[4u, 4u + 4)``; the team's proposals
 (``make_blazepose_proposals.py``) read it at its centre, crop pixel ``4 (u + 0.5)``: the adapter's
 ``heatmap_offset = 0.5``. The crop is the box's square (the longer side) enlarged 1.25 times about its
 centre, i.e. the AlphaPose box preset at a 256x256 input.
@@ -51,10 +51,9 @@ class BlazePoseModel:
 
     ``model_path``: the ``.tflite`` file (default :func:`default_blazepose_path`). ``num_threads``: the
     interpreter's threads. ``batch``: crops per ``invoke``; the interpreter's input can be resized to a
-    batch (``resize_tensor_input``) and gives the same heatmaps, but on this model it is slower per crop
-    than one crop at a time (about 24-28 ms against 20 ms on one thread of the development machine), so
-    the default is 1. The interpreter runs on the CPU: crops on another device are copied to it and the
-    heatmaps are returned on the crops' device.
+    batch (``resize_tensor_input``) and gives the same heatmaps, but in the author's (unrecorded) timing
+    it was no faster per crop than one crop at a time, so the default is 1. The interpreter runs on the
+    CPU: crops on another device are copied to it and the heatmaps are returned on the crops' device.
     """
 
     input_size = (256, 256)
