@@ -146,9 +146,9 @@ class LocalizationNet(nn.Module):
       its expected normalized position, ``align_corners=False`` pixel centres), a linear layer from
       those C points to theta's translation, and a linear layer on the average-pooled features to its
       2x2 part (as ``I + Linear``). Both start at zero: theta starts at the identity. Locating by where
-      feature channels fire generalizes from far fewer persons than a regression from flattened
-      features (measured here: on 124 COCO persons the ``fc`` head, even trained directly on the GT
-      displacement, only memorizes its training persons).
+      feature channels fire is meant to generalize from fewer persons than a regression from flattened
+      features (in an experiment during development, not recorded here, the ``fc`` head trained on the
+      GT displacement of 124 COCO persons memorized its training persons).
 
     ``transform`` (``head="spatial"`` only) restricts theta: ``"affine"`` (default: all six numbers),
     ``"scale"`` (translation plus one log-scale per axis, ``theta = [[exp(sx), 0, tx], [0, exp(sy), ty]]``,
