@@ -8,6 +8,8 @@ side. Checkpoints (``CKPT_DIR/last.pt``) and ``history.json`` are written atomic
 """
 from __future__ import annotations
 
+import argparse
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the symmetric STN + SPPE (+ parallel SPPE) on COCO persons",
@@ -16,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the annotation file's images")
     p.add_argument("--augment", choices=("jitter", "pgpg"), default="jitter",
                    help="where the training proposals come from (default: jitter)")
-    p.add_argument("--parallel", action=__import__("argparse").BooleanOptionalAction, default=True,
+    p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=True,
                    help="train with the parallel SPPE branch (default: on)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warmup-epochs", type=int, default=2,
