@@ -133,3 +133,40 @@ def test_main_job_runs(tmp_path):
     before = float(out.split("none (before)")[1].split()[1])
     assert before >= 0.40, out  # measured 0.427
     assert len(list((tmp_path / "render").glob("*.jpg"))) == 4
+
+
+def test_run_torch_model_flags_reach_the_adapter(scripted):
+    """--input-size, --mean, --std, --bgr, --joints/--joint-map and --sigmoid set the TorchHeatmapModel's fields."""
+    from rmpe.commands.run import _model
+
+    from rmpe_ext.alphapose import ALPHAPOSE_MEAN
+
+    parse = cli.build_parser().parse_args
+    base = ["run", str(COCO4), str(DETS), "-o", "x.json", "--model", str(scripted)]
+    m = _model(parse(base))
+    assert (m.input_size, m.mean, m.std, m.channel_order, m.num_joints, m.joint_map, m.heatmap_activation) == \
+        ((256, 192), tuple(ALPHAPOSE_MEAN), (1.0, 1.0, 1.0), "RGB", 17, None, None)
+    jm = [16 - j for j in range(17)]
+    m = _model(parse(base + ["--input-size", "128", "96", "--mean", "0.1", "0.2", "0.3", "--std", "0.5", "0.5",
+                             "0.25", "--bgr", "--joints", "20", "--joint-map", *map(str, jm), "--sigmoid"]))
+    assert (m.input_size, m.mean, m.std, m.channel_order, m.num_joints, m.joint_map, m.heatmap_activation) == \
+        ((128, 96), (0.1, 0.2, 0.3), (0.5, 0.5, 0.25), "BGR", 20, tuple(jm), "sigmoid")
+
+
+def test_run_images_json_names_the_files(tmp_path, scripted, capsys):
+    """--images-json maps image ids to file names that are not COCO's 12-digit ones."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    doc = json.loads(GT.read_text())
+    for n, im in enumerate(doc["images"]):
+        shutil.copy(COCO4 / im["file_name"], imgs / f"frame{n}.jpg")
+        im["file_name"] = f"frame{n}.jpg"
+    names = tmp_path / "images.json"
+    names.write_text(json.dumps({"images": doc["images"]}))
+    out = tmp_path / "res.json"
+    args = ["run", str(imgs), str(DETS), "-o", str(out), "--model", str(scripted), "--threads", "1", "--det-thresh",
+            "0.9"]
+    _fails(args, capsys, "not in")  # 12-digit names by default
+    rc = cli.main(args + ["--images-json", str(names)])
+    assert rc == 0, capsys.readouterr().err
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {im["id"] for im in doc["images"]}
