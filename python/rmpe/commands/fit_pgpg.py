@@ -37,27 +37,24 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
 
     from ..cli import CommandError
+    from ..io import read_json
     from ..pgpg import PGPG
 
     if not args.output.endswith(".npz"):
         raise CommandError(f"--output must end in .npz, got {args.output!r}")
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         raise CommandError(f"--plot must end in .png, got {args.plot!r}")
-    for name in ("gt", "dets"):
-        if not os.path.isfile(getattr(args, name)):
-            raise FileNotFoundError(f"{'ground-truth' if name == 'gt' else 'detections'} file "
-                                    f"{getattr(args, name)!r} does not exist")
+    # read once: the fit and the --cv folds share them
+    gt, dets = read_json(args.gt, "ground-truth file"), read_json(args.dets, "detections file")
     if args.cv == 1 or args.cv < 0:
         raise CommandError(f"--cv must be 0 (off) or at least 2 folds, got {args.cv}")
     fit_kw = dict(n_atoms=args.atoms, score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
                   max_components=args.max_components, min_atom_samples=args.min_atom_samples,
                   prior_strength=args.prior_strength)
-    model = PGPG.fit(args.gt, args.dets, seed=args.seed, progress=not args.quiet, **fit_kw)
+    model = PGPG.fit(gt, dets, seed=args.seed, progress=not args.quiet, **fit_kw)
     s = model.summary()
     if not args.quiet:
         print(f"offsets (x1, y1, x2, y2) / GT side: mean {np.round(s['offset_mean'], 4).tolist()}, "
@@ -69,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cv:
         from ..pgpg import cross_validate
 
-        cv = cross_validate(args.gt, args.dets, folds=args.cv, seed=args.seed, **fit_kw)
+        cv = cross_validate(gt, dets, folds=args.cv, seed=args.seed, **fit_kw)
         print(f"held-out ({cv['folds']} folds over images, {cv['n_heldout']} offsets): mean log-likelihood "
               f"per-atom {cv['loglik_atom']:.3f}, pooled mixture {cv['loglik_pooled']:.3f}, "
               f"one Gaussian {cv['loglik_gaussian']:.3f}")
