@@ -432,3 +432,20 @@ def test_run_nms_takes_the_parameter_files_scoring():
     assert torch.equal(keep, want.keep) and torch.equal(scores, want.scores) and torch.equal(poses, want.poses)
     default = apply_nms(props, method, params, None)
     assert not torch.equal(scores, default.scores)
+
+
+def test_detector_output_forms_agree():
+    """A detector may return (boxes, scores), an [n, 5] array, FrameBoxes or COCO detection dicts: the same boxes."""
+    boxes = np.array([[10, 20, 110, 220], [5, 5, 50, 60], [0, 0, 8, 9]], np.float64)
+    scores = np.array([0.9, 0.3, 0.6])
+    forms = [(boxes, scores), np.concatenate([boxes, scores[:, None]], 1),
+             FrameBoxes(torch.from_numpy(boxes), torch.from_numpy(scores)),
+             [{"bbox": [x1, y1, x2 - x1, y2 - y1], "score": s} for (x1, y1, x2, y2), s in zip(boxes, scores)]]
+    for form in forms:
+        fb = as_frame_boxes(form, det_thresh=0.5)
+        assert fb.boxes.dtype == torch.float32 and fb.scores.dtype == torch.float32
+        torch.testing.assert_close(fb.boxes, torch.tensor(boxes[[0, 2]], dtype=torch.float32))
+        torch.testing.assert_close(fb.scores, torch.tensor([0.9, 0.6]))
+    assert len(as_frame_boxes([])) == 0 and len(as_frame_boxes((np.zeros((0, 4)), np.zeros(0)))) == 0
+    with pytest.raises(ValueError, match=r"an \[n, 5\] array"):
+        as_frame_boxes(np.zeros((2, 4)))
