@@ -322,12 +322,18 @@ def matched_pairs(gt: Union[PathLike, Dict[str, Any]], detections: Union[PathLik
     matches them. Returns a dict of N rows: ``image_id``, ``gt_id`` (lists); ``keypoints`` float64
     [N, 17, 3] (zeros for a person without keypoints); ``has_torso`` bool [N]; ``gt_xywh`` [N, 4];
     ``det_xyxy`` [N, 4] px; ``det_score`` [N]; ``iou`` [N]; ``offsets`` [N, 4] normalized."""
+    persons, dets = _persons_and_dets(gt, detections, image_ids)
+    return _match(persons, dets, score_thresh, iou_thresh)
+
+
+def _persons_and_dets(gt, detections, image_ids):
+    """The parsed GT persons (of ``image_ids`` when given) and detections, as fit and matched_pairs read them."""
     gt = _load_gt(gt)
     persons = _parse_gt(gt)
     if image_ids is not None:
         keep = set(image_ids)
         persons = {k: v for k, v in persons.items() if k in keep}
-    return _match(persons, _parse_dets(detections, _person_category(gt)), score_thresh, iou_thresh)
+    return persons, _parse_dets(detections, _person_category(gt))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -477,12 +483,7 @@ class PGPG:
             raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
         say = print if progress else (lambda *a, **k: None)
 
-        gt = _load_gt(gt)
-        persons = _parse_gt(gt)
-        dets = _parse_dets(detections, _person_category(gt))
-        if image_ids is not None:
-            keep = set(image_ids)
-            persons = {k: v for k, v in persons.items() if k in keep}
+        persons, dets = _persons_and_dets(gt, detections, image_ids)
         n_gt_persons = sum(1 for ps in persons.values() for p in ps if not p["crowd"])
         n_with_kp = sum(1 for ps in persons.values() for p in ps if p["kp"] is not None)
         say(f"pgpg: {len(persons)} images, {n_gt_persons} non-crowd persons, {n_with_kp} with keypoints, "
