@@ -407,6 +407,19 @@ def test_blazepose_batched_interpreter_gives_the_same_heatmaps():
         BlazePoseModel("/nonexistent/model.tflite")
 
 
+def test_blazepose_model_path_from_the_environment(monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    from rmpe.models import BlazePoseModel, default_blazepose_path
+
+    monkeypatch.delenv("RMPE_BLAZEPOSE_MODEL", raising=False)
+    shipped = default_blazepose_path()
+    assert shipped == ROOT / "data" / "models" / "blazepose" / "pose_landmark_full.tflite" and shipped.is_file()
+    monkeypatch.setenv("RMPE_BLAZEPOSE_MODEL", "/nonexistent/env.tflite")
+    assert default_blazepose_path() == pathlib.Path("/nonexistent/env.tflite")
+    with pytest.raises(FileNotFoundError, match="env.tflite.*set RMPE_BLAZEPOSE_MODEL"):
+        BlazePoseModel()
+
+
 def test_nan_heatmaps_are_an_error(coco4):
     class NaNs(Tiny):
         def forward(self, x):
