@@ -114,14 +114,14 @@ def main(argv=None) -> int:
 
     from rmpe.detections import image_files, load_detections, load_image
     from rmpe.draw import draw_results, save_image
-    from rmpe.eval import coco_keypoint_eval
+    from rmpe.eval import coco_keypoint_eval, load_gt
     from rmpe.models import BlazePoseModel
     from rmpe.pipeline import Pipeline, run_nms
 
-    gt = str(DATA / "test_coco.json")
+    gt = load_gt(DATA / "test_coco.json")  # read once: the image names and the six evaluations below
     dets = load_detections(DATA / "test_coco_det_AP_H_56.json")
     ids = list(dets)
-    files = image_files(DATA, ids, DATA / "test_coco.json")
+    files = image_files(DATA, ids, gt.dataset)
     frames = [load_image(files[i]) for i in ids]
     per_frame = [dets[i] for i in ids]
     n_boxes = sum(len(fb) for fb in per_frame)
@@ -140,11 +140,9 @@ def main(argv=None) -> int:
     print(f"rmpe main job: {len(ids)} COCO val2017 images, {n_boxes} AP_H_56 boxes, BlazePose "
           f"(LiteRT, {args.threads} thread{'s' if args.threads > 1 else ''}), {pipe.device}\n")
     print(f"{'pose NMS':<16}{'poses':>6}{'AP':>8}{'AP50':>8}")
-    rows = [("none (before)", first.pre_nms_results())]
-    for method in ("alphapose", "paper", "oks", "soft-oks"):
-        rows.append((method, first.results if method == "alphapose" else pipe.renms(first, method)))
-        if method == "alphapose":
-            rows.append(("  ranked by pose", pipe.renms(first, method, nms_rank="pose")))
+    rows = [("none (before)", first.pre_nms_results()), ("alphapose", first.results),
+            ("  ranked by pose", pipe.renms(first, "alphapose", nms_rank="pose"))]
+    rows += [(method, pipe.renms(first, method)) for method in ("paper", "oks", "soft-oks")]
     for name, res in rows:
         st = coco_keypoint_eval(gt, res)
         print(f"{name:<16}{len(res):>6}{st['AP']:>8.3f}{st['AP50']:>8.3f}")
