@@ -264,7 +264,7 @@ def to_results(props: Proposals, out: NMSOutput, extra: bool = False) -> List[di
     kept poses; with ``extra`` also the pick's ``det_bbox`` (xywh) and ``det_score``, so the output can be
     fed to NMS again."""
     n = len(out.keep)
-    kp = torch.cat([out.poses, out.joint_scores[:, :, None]], 2).reshape(n, -1).to(torch.float64).tolist()
+    kp = torch.cat([out.poses, out.joint_scores[:, :, None]], 2).flatten(1).to(torch.float64).tolist()
     ids = props.image_ids[out.keep].tolist()
     scores = out.scores.to(torch.float64).tolist()
     res = [{"image_id": i, "category_id": 1, "keypoints": k, "score": s} for i, k, s in zip(ids, kp, scores)]

@@ -176,8 +176,6 @@ def proposals_to_records(p: Proposals, index: Optional[Tensor] = None, poses: Op
     (:func:`rmpe.nms_search.to_results` with ``extra``)."""
     if index is None:
         index = torch.arange(p.poses.shape[0], device=p.poses.device)
-    if len(index) == 0:
-        return []  # to_results cannot shape an empty keypoint array ([0, -1])
     out = NMSOutput(index, p.poses[index] if poses is None else poses,
                     p.joint_scores[index] if joint_scores is None else joint_scores,
                     p.scores[index] if scores is None else scores)

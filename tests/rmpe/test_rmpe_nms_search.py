@@ -10,7 +10,7 @@ import torch
 
 from rmpe.eval import coco_keypoint_eval
 from rmpe.nms_params import load_params, save_params
-from rmpe.nms_search import (OUTPUTS, RANKS, KeypointAP, ParamSpec, Scoring, apply_nms, default_scoring,
+from rmpe.nms_search import (OUTPUTS, RANKS, KeypointAP, NMSOutput, ParamSpec, Scoring, apply_nms, default_scoring,
                              load_params_and_scoring, no_nms, read_proposals, subset_proposals, to_results,
                              tune_nms, tuned_params_path)
 from rmpe_ext.ops import AlphaPoseNMSParams, PaperNMSParams
@@ -294,3 +294,10 @@ def test_shipped_tuned_files_reproduce_their_ap(props, ev, method):
     assert not math.isnan(doc["meta"]["two_fold_check"]["tune_A_test_B"]["test_tuned_ap"])
     with pytest.raises(FileNotFoundError, match="no tuned NMS parameters"):
         tuned_params_path(method, "other_data")
+
+
+def test_to_results_of_nothing_kept(props):
+    """An NMS that keeps no pose gives no records (an empty keypoint array must not be reshaped)."""
+    none = torch.zeros(0, dtype=torch.long)
+    out = NMSOutput(none, props.poses[none], props.joint_scores[none], props.scores[none])
+    assert to_results(props, out) == [] and to_results(props, out, extra=True) == []
