@@ -1,7 +1,10 @@
 """rmpe.train, rmpe.datasets, rmpe.augment and ``rmpe train``: resumable training (bit-identical to an
 uninterrupted run), atomic checkpoints, targets aligned with the real GT joints, box augmenters, and a
 short training on real COCO persons."""
+import json
+import math
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -350,3 +353,24 @@ def test_stn_learns_to_centre_the_person(position_sensitive_sppe, parallel):
         assert after_train["displacement_after"] < before_train["displacement_after"] - 0.001, figures
         assert after["displacement_after"] < before["displacement_after"] + 0.002, figures
     assert after["pck"] > before["pck"] - 0.03, figures  # centring does not cost accuracy
+
+
+def test_train_command_end_to_end(tmp_path, capsys):
+    """``rmpe train`` on the shipped sample (4 COCO images and their GT): checkpoints, resume, bad input."""
+    from rmpe import cli
+
+    coco4 = pathlib.Path(__file__).resolve().parents[2] / "data" / "coco4"
+    args = ["train", "--data", str(coco4 / "test_coco.json"), "--images", str(coco4), "--epochs", "1",
+            "--warmup-epochs", "0", "--width", "8", "--depth", "1", "--boxes-per-person", "2", "--threads", "1",
+            "--no-progress", "--out", str(tmp_path / "ckpt"), "--seed", "0"]
+    assert cli.main(args) == 0
+    assert (tmp_path / "ckpt" / "last.pt").is_file()
+    history = json.loads((tmp_path / "ckpt" / "history.json").read_text())
+    assert len(history) == 1 and all(math.isfinite(v) for v in history[0].values() if isinstance(v, float))
+    args[args.index("--epochs") + 1] = "2"
+    assert cli.main(args + ["--resume"]) == 0
+    assert len(json.loads((tmp_path / "ckpt" / "history.json").read_text())) == 2
+    capsys.readouterr()
+    assert cli.main(["train", "--data", str(tmp_path / "missing.json"), "--images", str(coco4)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.json" in err[0]
