@@ -57,7 +57,7 @@ def test_run_blazepose_end_to_end(tmp_path, capsys):
     assert all(r["det_score"] >= 0.5 for r in res)
     assert "COCO keypoint AP:" in cap.out and "before NMS" in cap.out
     ap = float(cap.out.split("COCO keypoint AP:")[1].split()[0])
-    assert ap >= 0.3  # measured 0.43 on the 18 boxes scored >= 0.5
+    assert ap >= 0.3  # measured 0.41 before NMS on the 18 boxes scored >= 0.5
     assert _listing(render) == [f"{i:012d}.jpg" for i in (785, 40083, 196141, 197388)]
     assert _listing(tmp_path) == sorted(["pre.json.gz", "render", "res.json"] +
                                         [f"render/{i:012d}.jpg" for i in (785, 40083, 196141, 197388)])
