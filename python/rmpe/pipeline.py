@@ -346,7 +346,7 @@ class Pipeline:
     def _decode(self, heatmaps: Tensor, theta: Tensor) -> Tuple[Tensor, Tensor]:
         jm = None if self._joint_map is None else self._joint_map.to(heatmaps.device)
         if heatmaps.permute(0, 2, 3, 1).is_contiguous() and not heatmaps.is_contiguous():
-            # channels-last (e.g. a TFLite model's NHWC output viewed as NCHW): pick the joints along the
+            # channels-last (an NHWC model output viewed as NCHW): pick the joints along the
             # contiguous axis, then one transpose (3x faster than a strided index_select)
             nhwc = heatmaps.permute(0, 2, 3, 1)
             hm = (nhwc if jm is None else nhwc[..., jm]).permute(0, 3, 1, 2).contiguous()
