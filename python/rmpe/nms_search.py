@@ -263,7 +263,6 @@ def to_results(props: Proposals, out: NMSOutput, extra: bool = False) -> List[di
     """COCO keypoint result dicts (``image_id``, ``category_id`` 1, ``keypoints`` [3K], ``score``) of the
     kept poses; with ``extra`` also the pick's ``det_bbox`` (xywh) and ``det_score``, so the output can be
     fed to NMS again."""
-    n = len(out.keep)
     kp = torch.cat([out.poses, out.joint_scores[:, :, None]], 2).flatten(1).to(torch.float64).tolist()
     ids = props.image_ids[out.keep].tolist()
     scores = out.scores.to(torch.float64).tolist()
