@@ -7,6 +7,7 @@ Swap one import line::
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import torch
@@ -24,6 +25,18 @@ __all__ = ["pose_nms", "crop_persons", "heatmap_to_coord_simple", "heatmaps_to_c
 ALPHAPOSE_MEAN = (0.406, 0.457, 0.480)
 
 _PARAMS = AlphaPoseNMSParams().to_list()
+
+
+# the kernel's argument names -> the drop-in's, for the kernel's value errors (NaN, box order)
+_OWN_NAMES = [(re.compile(r"^rmpe_ext::pose_nms: "), "pose_nms: "), (re.compile(r"\bposes\b"), "pose_preds"),
+              (re.compile(r"\bjoint_scores\b"), "pose_scores"), (re.compile(r"\bboxes\b"), "bboxes")]
+
+
+def _in_own_names(e: RuntimeError) -> ValueError:
+    msg = str(e).splitlines()[0]
+    for pattern, name in _OWN_NAMES:
+        msg = pattern.sub(name, msg)
+    return ValueError(msg)
 
 
 def _as_nk(t: Tensor, name: str, n: int, k: int) -> Tensor:
@@ -67,8 +80,11 @@ def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: 
     # the op ranks by torch's mean of the joint scores with zeros read as 1e-5:
     # AlphaPose's pose_scores.mean(dim=1), same kernel, same rounding, same order
     params = _PARAMS if areaThres == 0 else AlphaPoseNMSParams(area_thresh=float(areaThres)).to_list()
-    keep, merged, merged_scores, group = torch.ops.rmpe_ext.pose_nms(
-        pose_preds, scores_nk, bboxes.to(pose_preds.dtype), None, None, 0, params, None)
+    try:
+        keep, merged, merged_scores, group = torch.ops.rmpe_ext.pose_nms(
+            pose_preds, scores_nk.to(pose_preds.dtype), bboxes.to(pose_preds.dtype), None, None, 0, params, None)
+    except RuntimeError as e:  # a value error of the inputs, reported in this function's names
+        raise _in_own_names(e) from None
     m = keep.shape[0]
     if m == 0:
         return [], [], [], [], [], []
@@ -122,6 +138,11 @@ def crop_persons(frame, boxes_xyxy, input_size=(256, 192), bgr: bool = False, op
     if frame.dim() != 3 or frame.shape[2] != 3 or frame.dtype != torch.uint8:
         raise ValueError(f"frame must be a uint8 [H, W, 3] image, got {frame.dtype} {tuple(frame.shape)}")
     theta, crop_boxes = alphapose_crop_theta(boxes_xyxy, input_size)
+    # AlphaPose's float32 box arithmetic overflows for absurd boxes (its matrix is then NaN)
+    bad = ~(torch.isfinite(theta).flatten(1).all(1) & torch.isfinite(crop_boxes).all(1))
+    if bool(bad.any()):
+        raise ValueError(f"boxes_xyxy: box {int(torch.nonzero(bad)[0])} gives a crop that is not finite "
+                         "(its enlarged size overflows float32)")
     inps = affine_crop(frame, theta.to(frame.device), input_size,
                        torch.zeros(len(theta), dtype=torch.long, device=frame.device), mean=ALPHAPOSE_MEAN,
                        reverse_channels=bgr, interpolation=_opencv_interpolation(opencv), check=False)
@@ -154,4 +175,6 @@ def heatmap_to_coord_simple(hms, bbox, hms_flip=None, **kwargs):
     if t.dim() != 3:
         raise ValueError(f"hms must have shape [K, h, w], got {tuple(t.shape)}")
     coords, scores = heatmaps_to_coords(t.unsqueeze(0), torch.as_tensor([list(map(float, bbox))]))
+    if scores.dtype in (torch.float16, torch.bfloat16):  # NumPy has no bfloat16: maxvals in float32
+        scores = scores.float()
     return coords[0].cpu().numpy().astype(np.float32), scores[0].cpu().numpy()

@@ -76,8 +76,11 @@ def test_half_outputs(dtype):
 
 def test_crop_bad_input():
     frame = torch.randint(0, 256, (20, 20, 3), dtype=torch.uint8)
-    theta = torch.tensor([[[1.0, 0.0, 2.0], [0.0, math.nan, 3.0]]])
-    assert torch.isnan(ops.affine_crop(frame, theta, (4, 4))).all()
+    nan_theta = torch.tensor([[[1.0, 0.0, 2.0], [0.0, math.nan, 3.0]]])
+    assert torch.isnan(ops.affine_crop(frame, nan_theta, (4, 4), check=False)).all()
+    with pytest.raises(ValueError, match="theta_px must be finite"):
+        ops.affine_crop(frame, nan_theta, (4, 4))
+    theta = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 1.0, 3.0]]])
     with pytest.raises(RuntimeError, match="frames must be uint8"):
         ops.affine_crop(frame.float(), theta, (4, 4))
     with pytest.raises(RuntimeError, match="mean and std must have one value per channel"):

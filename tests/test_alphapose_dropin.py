@@ -148,7 +148,7 @@ def test_empty_and_bad_input():
     args = list(_inputs(poses, scores, boxes))
     bad = [t.clone() for t in args]
     bad[3][1, 2, 0] = math.nan
-    with pytest.raises(RuntimeError, match="poses contains NaN"):
+    with pytest.raises(ValueError, match="pose_nms: pose_preds contains NaN"):
         ours.pose_nms(*bad)
     bad = [t.clone() for t in args]
     bad[4] = bad[4][:, :5]

@@ -211,7 +211,13 @@ RMPE_HD float round_u8(float v) {
 // the point of output pixel (j, i) under the inverse map M (double, as
 // warpAffine holds it) is rounded to 1/32 pixel, and the uint8 taps are
 // blended with 15-bit weights and rounded. Taps outside the image read `cval`.
+//
+// cv_round is OpenCV's saturate_cast<int>(double): nearest, ties to even,
+// clamped to the int32 range, NaN to INT_MIN (as x86's cvRound gives it), so a
+// huge or non-finite map lands far outside the frame instead of overflowing.
 RMPE_HD int64_t cv_round(double v) {
+  if (!(v >= -2147483648.0)) return -2147483647 - 1;  // NaN too
+  if (v >= 2147483647.0) return 2147483647;
 #if defined(__CUDA_ARCH__)
   return __double2ll_rn(v);
 #else
@@ -269,33 +275,50 @@ RMPE_HD float crop_normalize_u8(const CropNorm& n, int c, float v) {
   return fp::div(fp::sub(fp::div(v, 255.f), n.mean[c]), n.std[c]);
 }
 RMPE_HD float crop_normalize(const CropNorm& n, int c, float v) { return fp::add(fp::mul(v, n.scale[c]), n.shift[c]); }
+// The uint8 border value of the OpenCV modes (the host checks that `value` is
+// finite for them; NaN reads as 0 so that no cast is undefined).
 RMPE_HD int32_t crop_cval(float value) {
-  return static_cast<int32_t>(::rintf(value < 0.f ? 0.f : (value > 255.f ? 255.f : value)));
+  return static_cast<int32_t>(::rintf(value > 0.f ? (value < 255.f ? value : 255.f) : 0.f));
+}
+
+// Whether the six numbers of a crop's map are finite: a crop whose map is not
+// is NaN in every mode (as the float sampler gives it), and nothing is read.
+RMPE_HD bool theta_finite(const double* M) {
+  bool ok = true;
+  for (int k = 0; k < 6; ++k) ok = ok && fp::isfinite(M[k]);
+  return ok;
 }
 
 // The SDTN inverse (paper Eqs. 3-4): gamma = [A^-1, -A^-1 t] for theta = [A, t].
-// Returns false when A is singular or too close to it for the dtype (|det|
-// below 64 eps of |a d| + |b c|), or not finite; gamma is then NaN.
+// Returns false when A is singular or too close to it for the dtype T (|det|
+// below 64 eps_T of |a d| + |b c|), when theta is not finite, or when gamma
+// does not fit in T; gamma is then NaN. Computed in double whatever T is: the
+// determinant of a tiny but regular float32 matrix (1e-30 I: det 1e-60) would
+// underflow in float32 and read as singular.
 template <typename T>
 RMPE_HD bool affine_invert(const T* th, T* g) {
-  const T a = th[0], b = th[1], c = th[3], d = th[4];
-  const T det = fp::sub(fp::mul(a, d), fp::mul(b, c));
-  const T eps = sizeof(T) == 4 ? T(1.1920929e-07) : T(2.220446049250313e-16);
-  const T ad = a * d, bc = b * c;
-  const T scale = (ad < T(0) ? -ad : ad) + (bc < T(0) ? -bc : bc);
-  const T adet = det < T(0) ? -det : det;
-  const bool ok = fp::isfinite(det) && fp::isfinite(th[2]) && fp::isfinite(th[5]) && adet > T(64) * eps * scale;
-  if (!ok) {
-    for (int k = 0; k < 6; ++k) g[k] = T(0) / T(0);
-    return false;
+  const double a = th[0], b = th[1], c = th[3], d = th[4], t0 = th[2], t1 = th[5];
+  const double det = fp::sub(fp::mul(a, d), fp::mul(b, c));
+  const double eps = sizeof(T) == 4 ? 1.1920929e-07 : 2.220446049250313e-16;
+  const double ad = fp::mul(a, d), bc = fp::mul(b, c);
+  const double scale = (ad < 0 ? -ad : ad) + (bc < 0 ? -bc : bc);
+  const double adet = det < 0 ? -det : det;
+  bool ok = fp::isfinite(det) && fp::isfinite(t0) && fp::isfinite(t1) && adet > 64 * eps * scale;
+  double r[6] = {0, 0, 0, 0, 0, 0};
+  if (ok) {
+    r[0] = fp::div(d, det);
+    r[1] = fp::div(-b, det);
+    r[3] = fp::div(-c, det);
+    r[4] = fp::div(a, det);
+    r[2] = -fp::add(fp::mul(r[0], t0), fp::mul(r[1], t1));
+    r[5] = -fp::add(fp::mul(r[3], t0), fp::mul(r[4], t1));
+    const double lim = sizeof(T) == 4 ? 3.4028234663852886e38 : 1.7976931348623157e308;  // T's largest
+    for (int k = 0; k < 6; ++k) ok = ok && r[k] >= -lim && r[k] <= lim;
+    for (int k = 0; k < 6 && ok; ++k) g[k] = static_cast<T>(r[k]);
   }
-  g[0] = fp::div(d, det);
-  g[1] = fp::div(-b, det);
-  g[3] = fp::div(-c, det);
-  g[4] = fp::div(a, det);
-  g[2] = -fp::add(fp::mul(g[0], th[2]), fp::mul(g[1], th[5]));
-  g[5] = -fp::add(fp::mul(g[3], th[2]), fp::mul(g[4], th[5]));
-  return true;
+  if (!ok)
+    for (int k = 0; k < 6; ++k) g[k] = T(0) / T(0);
+  return ok;
 }
 
 // Gradient of the SDTN inverse (paper Eqs. 5-6), with G = A^-1 (from gamma):

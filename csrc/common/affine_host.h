@@ -62,7 +62,7 @@ inline void check_sample_args(const char* op, const at::Tensor& input, const at:
 
 inline void check_crop_args(const char* op, const at::Tensor& frames, const at::Tensor& theta,
                             const c10::optional<at::Tensor>& batch_index, at::ArrayRef<double> mean,
-                            at::ArrayRef<double> std, at::ScalarType dtype, int64_t interpolation) {
+                            at::ArrayRef<double> std, double value, at::ScalarType dtype, int64_t interpolation) {
   TORCH_CHECK(frames.dim() == 4, op, ": frames must have shape [B, H, W, C] (uint8, as OpenCV reads them), got ",
               frames.dim(), "-D tensor of shape ", shape_str(frames));
   TORCH_CHECK(frames.scalar_type() == at::kByte, op, ": frames must be uint8, got ", frames.scalar_type());
@@ -81,6 +81,11 @@ inline void check_crop_args(const char* op, const at::Tensor& frames, const at::
   TORCH_CHECK(interpolation >= kInterpBilinear && interpolation <= kInterpOpenCV4, op,
               ": interpolation must be 0 (bilinear), 1 (bilinear rounded to uint8) or 2 (OpenCV 4), got ",
               interpolation);
+  // the OpenCV modes blend uint8 values: their border value must be one (a NaN
+  // padding value is meaningful only for the float mode: it marks the outside)
+  TORCH_CHECK(interpolation == kInterpBilinear || std::isfinite(value), op,
+              ": value must be a finite uint8 border value for interpolation ",
+              interpolation == kInterpOpenCV4 ? "opencv4" : "bilinear-u8", ", got ", value);
 }
 
 inline CropNorm make_crop_norm(at::ArrayRef<double> mean, at::ArrayRef<double> std) {
@@ -122,7 +127,7 @@ at::Tensor affine_crop_impl(CropInto crop_into, const at::Tensor& frames, const 
                             at::ArrayRef<double> mean, at::ArrayRef<double> std, bool reverse_channels, double value,
                             int64_t interpolation, at::ScalarType dtype, Empty empty = Empty{}) {
   const char* op = "rmpe_ext::affine_crop";
-  check_crop_args(op, frames, theta, batch_index, mean, std, dtype, interpolation);
+  check_crop_args(op, frames, theta, batch_index, mean, std, value, dtype, interpolation);
   const auto hw = check_size(op, size);
   at::Tensor out = empty({theta.size(0), frames.size(3), hw.first, hw.second}, frames.options().dtype(dtype));
   crop_into(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
@@ -136,7 +141,10 @@ void affine_crop_into_impl(CropInto crop_into, const at::Tensor& frames, const a
                            at::Tensor out) {
   const char* op = "rmpe_ext::affine_crop_into";
   check_crop_out(op, frames, theta, out);
-  check_crop_args(op, frames, theta, batch_index, mean, std, out.scalar_type(), interpolation);
+  const auto dt = out.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
+              ": out must be float32, float16 or bfloat16, got ", dt);
+  check_crop_args(op, frames, theta, batch_index, mean, std, value, dt, interpolation);
   crop_into(frames, theta, batch_index, mean, std, reverse_channels, value, interpolation, out);
 }
 

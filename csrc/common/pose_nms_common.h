@@ -22,7 +22,7 @@ constexpr int kDelta1 = 0, kMu = 1, kDelta2 = 2, kGamma = 3, kMatchThresh = 4, k
 // Paper (DESIGN 2.1)
 constexpr int kSigma1 = 0, kSigma2 = 1, kLambda = 2, kEta = 3, kBoxFrac = 4;
 // OKS
-constexpr int kOksThresh = 0, kVisThresh = 1;  // vis threshold NaN: every joint counts
+constexpr int kOksThresh = 0, kVisThresh = 1;  // vis threshold -inf: every joint counts
 // Shared: ref_dist_i = alpha * max(w_i, h_i); merge radius min(ref_dist_i, cap);
 // a kept pose must reach score_thresh (pick and merged) and area_thresh.
 constexpr int kRefAlpha = 6, kMerge = 7, kMergeCap = 8, kScoreThresh = 9, kAreaThresh = 10;

@@ -71,6 +71,56 @@ inline int64_t check_pose_inputs(const char* op, const at::Tensor& poses, const 
   return K;
 }
 
+// The values of a params list: each a number (no NaN) in the range its
+// formula and the far-pair bounds assume. Messages use the field names of
+// rmpe_ext.ops' params classes.
+enum class ParamRange { kNumber, kNonNegative, kNonNegativeFinite, kPositiveFinite };
+
+inline void check_param(const char* op, const Params& p, int slot, const char* name, ParamRange range) {
+  const double v = p[slot];
+  switch (range) {
+    case ParamRange::kNumber:
+      TORCH_CHECK(!std::isnan(v), op, ": params.", name, " must be a number, got ", v);
+      break;
+    case ParamRange::kNonNegative:
+      TORCH_CHECK(v >= 0, op, ": params.", name, " must be >= 0, got ", v);
+      break;
+    case ParamRange::kNonNegativeFinite:
+      TORCH_CHECK(v >= 0 && std::isfinite(v), op, ": params.", name, " must be >= 0 and finite, got ", v);
+      break;
+    case ParamRange::kPositiveFinite:
+      TORCH_CHECK(v > 0 && std::isfinite(v), op, ": params.", name, " must be > 0 and finite, got ", v);
+      break;
+  }
+}
+
+inline void check_param_values(const char* op, int64_t method, const Params& p) {
+  using namespace param;
+  using R = ParamRange;
+  if (method == kAlphaPose) {
+    check_param(op, p, kDelta1, "delta1", R::kPositiveFinite);
+    check_param(op, p, kMu, "mu", R::kNonNegativeFinite);
+    check_param(op, p, kDelta2, "delta2", R::kPositiveFinite);
+    check_param(op, p, kGamma, "gamma", R::kNumber);
+    check_param(op, p, kMatchThresh, "match_thresh", R::kNumber);
+    check_param(op, p, kPckCap, "pck_cap", R::kNonNegative);
+  } else if (method == kPaper) {
+    check_param(op, p, kSigma1, "sigma1", R::kPositiveFinite);
+    check_param(op, p, kSigma2, "sigma2", R::kPositiveFinite);
+    check_param(op, p, kLambda, "lam", R::kNonNegativeFinite);
+    check_param(op, p, kEta, "eta", R::kNumber);
+    check_param(op, p, kBoxFrac, "box_frac", R::kNonNegativeFinite);
+  } else {
+    check_param(op, p, kOksThresh, "thresh", R::kNumber);
+    TORCH_CHECK(!std::isnan(p[kVisThresh]), op, ": params.vis_thresh must be a number or None, got nan");
+  }
+  check_param(op, p, kRefAlpha, "alpha", R::kNonNegativeFinite);
+  check_param(op, p, kMerge, "merge", R::kNumber);
+  check_param(op, p, kMergeCap, "merge_cap", R::kNonNegative);
+  check_param(op, p, kScoreThresh, "score_thresh", R::kNumber);
+  check_param(op, p, kAreaThresh, "area_thresh", R::kNumber);
+}
+
 inline Params read_params(const char* op, int64_t method, at::ArrayRef<double> params) {
   TORCH_CHECK(method == kAlphaPose || method == kPaper || method == kOks, op,
               ": method must be 0 (alphapose), 1 (paper) or 2 (oks), got ", method);
@@ -78,6 +128,7 @@ inline Params read_params(const char* op, int64_t method, at::ArrayRef<double> p
               " numbers (see rmpe_ext.ops), got ", params.size());
   Params p;
   std::copy(params.begin(), params.end(), p.begin());
+  check_param_values(op, method, p);
   return p;
 }
 
@@ -107,8 +158,12 @@ inline Params check_args(const char* op, const at::Tensor& poses, const at::Tens
   return p;
 }
 
-inline void check_max_dets(const char* op, int64_t max_dets) {
+// soft_oks_nms' own arguments: the gaussian rescoring divides by thresh.
+inline void check_soft_oks(const char* op, const Params& p, int64_t max_dets, bool linear) {
   TORCH_CHECK(max_dets >= -1, op, ": max_dets must be >= 0, or -1 for no limit, got ", max_dets);
+  TORCH_CHECK(linear || (p[param::kOksThresh] > 0 && std::isfinite(p[param::kOksThresh])), op,
+              ": thresh must be > 0 and finite for the gaussian rescoring (exp(-oks^2 / thresh)), got ",
+              p[param::kOksThresh]);
 }
 
 inline void raise_input_errors(const char* op, int32_t err) {
@@ -191,7 +246,7 @@ OksCriterion<T> make_oks(const Params& p, const T* vars, int64_t K) {
   c.vars = vars;
   c.K = K;
   c.thresh = T(p[kOksThresh]);
-  c.use_vis = !std::isnan(p[kVisThresh]);
+  c.use_vis = p[kVisThresh] > -std::numeric_limits<double>::infinity();  // -inf: every joint counts
   c.vis_thresh = T(c.use_vis ? p[kVisThresh] : 0.0);
   const double t = p[kOksThresh];
   c.log_inv_thresh = T(t > 0 && t < 1 ? std::log(1.0 / t) : 0.0);

@@ -239,7 +239,7 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
     const int64_t n = row / h, i = row % h;
     const int64_t b = crop_image(bidx, n, B);
     out_t* out = o + n * C * h * w + i * w;
-    if (b < 0) {
+    if (b < 0 || !theta_finite(th_all + n * 6)) {
       for (int c = 0; c < C; ++c)
         for (int64_t j = 0; j < w; ++j) out[c * h * w + j] = static_cast<out_t>(NAN);
       continue;
@@ -393,9 +393,11 @@ void crop_rows(const uint8_t* fr, int64_t B, int64_t H, int64_t W, const double*
           v[c] = bilinear(t, wt, [ch](int64_t off) { return float(ch[off * C]); }, W, H, value);
         }
       }
+      // a point that is not a number in float32 (a finite map whose products
+      // overflow) samples NaN: NaN out, never a table index
       for (int c = 0; c < C; ++c)
-        out[c * h * w + j] =
-            static_cast<out_t>(rounded ? lut[c][int(round_u8(v[c]))] : crop_normalize(norm, c, v[c]));
+        out[c * h * w + j] = static_cast<out_t>(
+            rounded ? (v[c] == v[c] ? lut[c][int(round_u8(v[c]))] : NAN) : crop_normalize(norm, c, v[c]));
     };
     int64_t j = 0;
 #ifdef RMPE_HAVE_AVX2_PATH

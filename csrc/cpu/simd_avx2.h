@@ -84,11 +84,15 @@ __attribute__((target("avx2"))) inline bool bilinear8(const uint8_t* img, int64_
                     _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(float(W - 1)), _CMP_LT_OQ),
                                   _mm256_cmp_ps(y, _mm256_set1_ps(float(H - 1)), _CMP_LT_OQ)));
   if (_mm256_movemask_ps(inside) != 0xff) {
-    // all taps outside: x < -1 or x >= W (floor(x) + 1 < 0 or floor(x) >= W), likewise y
+    // all taps outside: x < -1 or x >= W (floor(x) + 1 < 0 or floor(x) >= W), likewise y;
+    // and every point finite (make_tap: a non-finite point samples NaN, left to the scalar code)
     const __m256 fw = _mm256_set1_ps(float(W)), fh = _mm256_set1_ps(float(H)), m1 = _mm256_set1_ps(-1.f);
     const __m256 out_x = _mm256_or_ps(_mm256_cmp_ps(x, m1, _CMP_LT_OQ), _mm256_cmp_ps(x, fw, _CMP_GE_OQ));
     const __m256 out_y = _mm256_or_ps(_mm256_cmp_ps(y, m1, _CMP_LT_OQ), _mm256_cmp_ps(y, fh, _CMP_GE_OQ));
-    if (_mm256_movemask_ps(_mm256_or_ps(out_x, out_y)) != 0xff) return false;
+    const __m256 big = _mm256_set1_ps(3.4028234663852886e38f);
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x), ay = _mm256_andnot_ps(_mm256_set1_ps(-0.f), y);
+    const __m256 finite = _mm256_and_ps(_mm256_cmp_ps(ax, big, _CMP_LE_OQ), _mm256_cmp_ps(ay, big, _CMP_LE_OQ));
+    if (_mm256_movemask_ps(_mm256_and_ps(_mm256_or_ps(out_x, out_y), finite)) != 0xff) return false;
     // the weights of make_tap's clamped point, blended over four equal values
     const __m256 cx = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-2.f)), _mm256_set1_ps(float(W + 1)));
     const __m256 cy = _mm256_min_ps(_mm256_max_ps(y, _mm256_set1_ps(-2.f)), _mm256_set1_ps(float(H + 1)));

@@ -55,6 +55,34 @@ def _size2(size, name="size") -> Tuple[int, int]:
     return size
 
 
+# The crop kernels compute the sample points of the float modes in float32: a map whose points
+# could reach this magnitude (|t0| (w - 1) + |t1| (h - 1) + |t2|) is refused by the checks, far
+# from float32's overflow at 3.4e38; such points lie far outside any frame anyway.
+_MAX_CROP_POINT = 1e30
+
+
+def _check_crop_theta(theta_px: Tensor, size: Tuple[int, int]) -> None:
+    """check=True of affine_crop: every map finite and its points representable in float32.
+    One reduction (and on CUDA one device-to-host copy); the row is found only on failure."""
+    if theta_px.numel() == 0 or torch.compiler.is_compiling() or theta_px.dim() != 3 or \
+            tuple(theta_px.shape[1:]) != (2, 3) or not theta_px.is_floating_point():
+        return  # shape and dtype errors are the kernel's to report
+    h, w = size
+    if float(theta_px.abs().amax()) * (h + w) < _MAX_CROP_POINT:  # False for NaN too
+        return
+    t = theta_px.detach().to("cpu", torch.float64)
+    finite = torch.isfinite(t).flatten(1).all(1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise ValueError(f"theta_px must be finite: not finite at row {', row '.join(map(str, rows))}")
+    reach = t[:, :, 0].abs() * (w - 1) + t[:, :, 1].abs() * (h - 1) + t[:, :, 2].abs()
+    big = (reach >= _MAX_CROP_POINT).any(1)
+    if bool(big.any()):
+        rows = torch.nonzero(big).flatten()[:5].tolist()
+        raise ValueError(f"theta_px is too large at rows {rows}: its sample points reach "
+                         f"{float(reach.max()):.3g} pixels (at most {_MAX_CROP_POINT:g})")
+
+
 def _check_batch_index(batch_index: Optional[Tensor], num_images: int, check: bool) -> None:
     """Out-of-range indices: an error here (a host sync on CUDA), NaN crops in the kernels."""
     if batch_index is None or not check or batch_index.numel() == 0 or torch.compiler.is_compiling():
@@ -68,6 +96,15 @@ def _check_batch_index(batch_index: Optional[Tensor], num_images: int, check: bo
 # ------------------------------------------------------------------ coordinates
 
 
+def _float_theta(theta: Tensor, name: str) -> Tensor:
+    """theta as float32 or float64: integer maps are refused (as F.affine_grid does: an int theta
+    would build the half-pixel centre offsets in integers), float16/bfloat16 ones computed in float32."""
+    if not isinstance(theta, Tensor) or not theta.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got "
+                        f"{theta.dtype if isinstance(theta, Tensor) else type(theta).__name__}")
+    return theta if theta.dtype in (torch.float32, torch.float64) else theta.float()
+
+
 def _axis(size: int, align_corners: bool):
     """(a, b): normalized = a * pixel + b along an axis of `size` pixels (torch's convention)."""
     if align_corners:
@@ -78,7 +115,9 @@ def _axis(size: int, align_corners: bool):
 def normalized_to_pixel_theta(theta: Tensor, in_size: Sequence[int], out_size: Sequence[int],
                               align_corners: bool = False) -> Tensor:
     """Normalized theta [N, 2, 3] (F.affine_grid) -> pixel theta [N, 2, 3] for an input of
-    ``in_size = (H, W)`` and an output of ``out_size = (h, w)``. Differentiable."""
+    ``in_size = (H, W)`` and an output of ``out_size = (h, w)``. Differentiable. float32/64 in,
+    the same out; float16/bfloat16 are converted in float32 (and returned as float32)."""
+    theta = _float_theta(theta, "theta")
     (H, W), (h, w) = _size2(in_size, "in_size"), _size2(out_size, "out_size")
     ax, bx = _axis(w, align_corners)
     ay, by = _axis(h, align_corners)
@@ -95,6 +134,7 @@ def normalized_to_pixel_theta(theta: Tensor, in_size: Sequence[int], out_size: S
 def pixel_to_normalized_theta(theta_px: Tensor, in_size: Sequence[int], out_size: Sequence[int],
                               align_corners: bool = False) -> Tensor:
     """The inverse of :func:`normalized_to_pixel_theta`."""
+    theta_px = _float_theta(theta_px, "theta_px")
     (H, W), (h, w) = _size2(in_size, "in_size"), _size2(out_size, "out_size")
     ax, bx = _axis(w, align_corners)
     ay, by = _axis(h, align_corners)
@@ -127,7 +167,7 @@ def boxes_to_theta(boxes: Tensor, out_size: Sequence[int], scale: float = 1.0, k
     h, w = _size2(out_size, "out_size")
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must have shape [N, 4], got {tuple(boxes.shape)}")
-    b = boxes.to(torch.float32) if not boxes.is_floating_point() else boxes
+    b = boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.to(torch.float32)
     bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     cx, cy = b[:, 0] + bw * 0.5, b[:, 1] + bh * 0.5
     if keep_aspect:
@@ -144,7 +184,9 @@ def boxes_to_theta(boxes: Tensor, out_size: Sequence[int], scale: float = 1.0, k
 def heatmap_theta(theta_px: Tensor, crop_size: Sequence[int], heatmap_size: Sequence[int]) -> Tensor:
     """The map from heatmap pixels to image pixels for crops taken with ``theta_px``:
     a heatmap of ``(hh, hw)`` pixels covers the ``(h, w)`` crop, heatmap pixel (u, v)
-    standing for crop pixel (u * w / hw, v * h / hh) (AlphaPose's convention)."""
+    standing for crop pixel (u * w / hw, v * h / hh) (AlphaPose's convention). float32/64
+    (float16/bfloat16 computed and returned in float32)."""
+    theta_px = _float_theta(theta_px, "theta_px")
     h, w = _size2(crop_size, "crop_size")
     hh, hw = _size2(heatmap_size, "heatmap_size")
     s = torch.tensor([w / hw, h / hh, 1.0], dtype=theta_px.dtype, device=theta_px.device)
@@ -199,6 +241,10 @@ def affine_crop(frames: Tensor, theta_px: Tensor, size: Sequence[int], batch_ind
     frame the sample reads ``value`` (in pixel units, 0..255). ``theta_px`` maps crop
     pixels to frame pixels (see :func:`boxes_to_theta`). Not differentiable.
 
+    A map that is not finite gives a NaN crop; with ``check=True`` (default; on CUDA a
+    device-to-host copy) it raises instead, as does a map whose sample points exceed 1e30
+    pixels (they are computed in float32). ``value`` must be finite for the uint8 modes.
+
     ``interpolation``: ``"bilinear"`` samples exactly (in float); ``"bilinear-u8"``
     rounds that sample to uint8 first, as ``cv2.warpAffine(INTER_LINEAR)`` does from
     OpenCV 5 on (equal to it on all but about 1e-5 of pixels, by one step, where
@@ -219,6 +265,8 @@ def affine_crop(frames: Tensor, theta_px: Tensor, size: Sequence[int], batch_ind
     if frames.dim() == 3:
         frames = frames.unsqueeze(0)
     _check_batch_index(batch_index, frames.shape[0] if frames.dim() == 4 else 0, check)
+    if check:
+        _check_crop_theta(theta_px, (h, w))
     mean, std = [float(m) for m in mean], [float(s) for s in std]
     if out is not None:
         if tuple(out.shape[2:]) != (h, w):
@@ -269,6 +317,8 @@ def heatmap_decode(heatmaps: Tensor, hm_to_img: Tensor, refine: str = "quarter")
         raise ValueError(f"refine must be 'quarter', 'none' or 'dark', got {refine!r}")
     if refine != "dark":
         return torch.ops.rmpe_ext.heatmap_decode(heatmaps, hm_to_img, refine == "quarter")
+    # the op's own checks of both arguments (an empty joint slice decodes nothing)
+    torch.ops.rmpe_ext.heatmap_decode(heatmaps[:, :0] if heatmaps.dim() == 4 else heatmaps, hm_to_img, False)
     eye = torch.eye(2, 3, dtype=torch.float64, device=hm_to_img.device).expand(hm_to_img.shape[0], 2, 3)
     peaks, scores = torch.ops.rmpe_ext.heatmap_decode(heatmaps, eye, False)
     refined = _dark(heatmaps, peaks)
@@ -307,6 +357,8 @@ def _dark(heatmaps: Tensor, peaks: Tensor, kernel: int = 11) -> Tensor:
     logits apply a sigmoid first."""
     hm = heatmaps.float() if heatmaps.dtype in (torch.float16, torch.bfloat16) else heatmaps
     n, k, h, w = hm.shape
+    if h < 5 or w < 5:  # no 2-pixel neighbourhood fits anywhere: the argmax stays
+        return peaks
     blurred = _gaussian_blur(hm, kernel)
     peak = hm.flatten(2).amax(2)[..., None, None]
     bmax = blurred.flatten(2).amax(2)[..., None, None]
@@ -335,7 +387,11 @@ def soft_argmax(heatmaps: Tensor, hm_to_img: Optional[Tensor] = None, beta: floa
     """Differentiable integral decode: ``softmax(beta * heatmap)`` over each map's pixels,
     the expected pixel position, mapped to the image by ``hm_to_img [N, 2, 3]`` when
     given. Returns ``(coords [N, K, 2], the softmax's peak probability [N, K])``."""
+    if heatmaps.dim() != 4:
+        raise ValueError(f"heatmaps must have shape [N, K, h, w], got {tuple(heatmaps.shape)}")
     n, k, h, w = heatmaps.shape
+    if hm_to_img is not None and tuple(hm_to_img.shape) != (n, 2, 3):
+        raise ValueError(f"hm_to_img must have shape [N, 2, 3] = [{n}, 2, 3], got {tuple(hm_to_img.shape)}")
     x = heatmaps if heatmaps.dtype in (torch.float32, torch.float64) else heatmaps.float()
     p = torch.softmax(beta * x.flatten(2), dim=2).view(n, k, h, w)
     xs = torch.arange(w, dtype=p.dtype, device=p.device)

@@ -149,7 +149,7 @@ class OKSNMSParams(_NMSParams):
     method = "oks"
 
     def _method_values(self) -> list:
-        return [self.thresh, math.nan if self.vis_thresh is None else self.vis_thresh]
+        return [self.thresh, -math.inf if self.vis_thresh is None else self.vis_thresh]  # -inf: every joint
 
 
 Params = Union[AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams]
@@ -190,14 +190,16 @@ def _resolve(method: str, params) -> Tuple[int, list, Params]:
 
 
 def _sigmas(params: Params, poses: Tensor) -> Optional[Tensor]:
-    if not isinstance(params, OKSNMSParams):
-        return None
-    K = poses.shape[1] if poses.dim() == 3 else -1
+    if not isinstance(params, OKSNMSParams) or poses.dim() != 3:
+        return None  # a wrongly shaped poses: the op names it
+    K = poses.shape[1]
     sig = params.sigmas
     if sig is None:
         if K != 17:
             raise ValueError(f"OKS needs per-joint sigmas for K = {K} joints (the default COCO sigmas are for K = 17)")
         sig = COCO_SIGMAS
+    if not all(math.isfinite(s) and s > 0 for s in sig):
+        raise ValueError(f"sigmas must be positive and finite, got {tuple(sig)}")
     return torch.tensor(sig, dtype=poses.dtype, device=poses.device)
 
 
@@ -265,8 +267,9 @@ def soft_oks_nms(poses: Tensor, joint_scores: Tensor, boxes: Tensor, scores: Ten
     Returns ``(keep [M] int64, rescored score of each kept pose [M])``.
     """
     params = OKSNMSParams(thresh=thresh, vis_thresh=vis_thresh, sigmas=None if sigmas is None else tuple(sigmas))
+    sig = _sigmas(params, poses)
     return torch.ops.rmpe_ext.soft_oks_nms(poses, joint_scores, boxes, scores, image_index, params.to_list(),
-                                           _sigmas(params, poses), int(max_dets), bool(linear))
+                                           poses.new_empty(0) if sig is None else sig, int(max_dets), bool(linear))
 
 
 # ---------------------------------------------------------------------------
