@@ -87,3 +87,22 @@ def test_custom_sigmas_and_errors():
         ops.soft_oks_nms(poses, scores, boxes, scores.mean(1), sigmas=sig, max_dets=-5)
     with pytest.raises(RuntimeError, match=r"scores must have shape \[N\]"):
         ops.soft_oks_nms(poses, scores, boxes, scores, sigmas=sig)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_oks_exactly_on_the_threshold(dtype, device):
+    # joint 0 on the reference's (exp(0) = 1), joint 1 thousands of px away (exp(-e) = 0): OKS = 0.5 exactly.
+    # Hard NMS removes at OKS > thresh (so not at 0.5); linear soft-OKS rescales at OKS >= thresh (so at 0.5).
+    t = lambda v: torch.tensor(v, dtype=dtype, device=device)
+    sig = (0.05, 0.05)
+    poses = t([[[100.0, 100.0], [120.0, 100.0]], [[100.0, 100.0], [3120.0, 100.0]]])
+    js, boxes, rank = t([[0.9, 0.9], [0.8, 0.8]]), t([[90.0, 90.0, 130.0, 130.0]] * 2), t([1.0, 0.5])
+    sim, _ = ops.pose_similarity(poses, js, boxes, "oks", ops.OKSNMSParams(sigmas=sig))
+    assert sim[0, 1].item() == 0.5
+    above = float(np.nextafter(np.float32(0.5) if dtype == torch.float32 else 0.5, np.inf))
+    below = float(np.nextafter(np.float32(0.5) if dtype == torch.float32 else 0.5, -np.inf))
+    assert ops.oks_nms(poses, js, boxes, rank, thresh=0.5, sigmas=sig).tolist() == [0, 1]
+    assert ops.oks_nms(poses, js, boxes, rank, thresh=below, sigmas=sig).tolist() == [0]
+    for thresh, expect in ((0.5, 0.25), (above, 0.5)):  # 0.5 * (1 - 0.5) at the threshold, untouched above it
+        keep, rescored = ops.soft_oks_nms(poses, js, boxes, rank, thresh=thresh, sigmas=sig, linear=True)
+        assert keep.tolist() == [0, 1] and rescored.tolist() == [1.0, expect]

@@ -219,3 +219,209 @@ def test_random_inputs_match_reference(n, K, images, spread, method, merge, seed
     res = ops.pose_nms(poses, scores, boxes, None, img, method, params)
     ref = reference.pose_nms(poses, scores, boxes, None, img, method, params)
     assert_matches_reference(res, ref, torch.float64)
+
+
+# ---------------------------------------------------------------------------
+# Decisions exactly on a threshold. Each case is built so that the float
+# arithmetic of the kernels lands exactly on the threshold (dyadic numbers, or
+# the threshold taken from pose_similarity for that very pair), then checks the
+# op's decision against the formula's comparison (strict ">" for the
+# similarities, ">=" for AlphaPose's match count, "<=" for the radii, "<" for
+# dropping a pick), and that the decision flips one float step away.
+
+
+def _step(x, dtype, up):
+    """The next value of `dtype` after x (x a value of dtype), up or down."""
+    t = np.float32 if dtype == torch.float32 else np.float64
+    return float(np.nextafter(t(x), t(np.inf if up else -np.inf)))
+
+
+def _two(xy_i, xy_j, s_i, s_j, box_i, box_j, dtype, device):
+    """Reference pose 0 (ranked first) and pose 1: (poses, joint_scores, boxes, rank)."""
+    t = lambda v: torch.tensor(v, dtype=dtype, device=device)
+    return t([xy_i, xy_j]), t([s_i, s_j]), t([box_i, box_j]), t([1.0, 0.5])
+
+
+def _kept(args, method, params):
+    return ops.pose_nms(*args, method=method, params=params).keep.tolist()
+
+
+FAR = 500.0  # joints this far apart: no KSim, no PCK match, exp(-d / delta2) negligible
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_paper_similarity_exactly_eta_does_not_suppress(dtype, device):
+    # identical poses, joint scores 0: KSim = sum tanh(0)^2 = 0, HSim = K exp(-0) = K, so d = lam K = 3 exactly
+    xy = [[10.0, 20.0], [30.0, 25.0], [22.0, 60.0], [40.0, 61.0]]
+    args = _two(xy, xy, [0.0] * 4, [0.0] * 4, [0, 0, 50, 70], [0, 0, 50, 70], dtype, device)
+    p = dict(lam=0.75, sigma2=30.0)
+    sim, _ = ops.pose_similarity(*args[:3], "paper", ops.PaperNMSParams(**p))
+    assert sim[0, 1].item() == 3.0
+    assert _kept(args, "paper", ops.PaperNMSParams(eta=3.0, **p)) == [0, 1]  # d > eta is false
+    assert _kept(args, "paper", ops.PaperNMSParams(eta=_step(3.0, dtype, False), **p)) == [0]
+    ref = reference.pose_nms(*args, method="paper", params=ops.PaperNMSParams(eta=3.0, **p))
+    assert ref[0].tolist() == [0, 1]
+
+    # a generic pair: eta set to the d the op computes for it
+    xy_j = [[11.5, 19.0], [29.0, 27.5], [22.25, 58.0], [47.0, 61.0]]
+    args = _two(xy, xy_j, [0.9, 0.7, 0.4, 0.8], [0.6, 0.5, 0.9, 0.3], [0, 0, 50, 70], [2, 1, 49, 72], dtype, device)
+    p = dict(sigma1=0.5, sigma2=30.0, lam=1.2)
+    sim, match = ops.pose_similarity(*args[:3], "paper", ops.PaperNMSParams(**p))
+    d = sim[0, 1].item()
+    assert 0 < match[0, 1] < 4 and d > 1  # some joints in the window, some not
+    assert _kept(args, "paper", ops.PaperNMSParams(eta=d, **p)) == [0, 1]
+    assert _kept(args, "paper", ops.PaperNMSParams(eta=_step(d, dtype, False), **p)) == [0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [(10.0, 0.0), (-10.0, 0.0), (0.0, 10.0), (0.0, -10.0)])
+def test_paper_ksim_window_edge_counts(offset, dtype, device):
+    # the reference's box is 80 x 80 and box_frac 0.25: half windows of exactly 10 px; lam = 0, eta = 0,
+    # so d > eta exactly when the one joint is inside the window (|dx| <= 10 and |dy| <= 10)
+    p = ops.PaperNMSParams(lam=0.0, eta=0.0, box_frac=0.25)
+    box = [60.0, 60.0, 140.0, 140.0]
+    on = [100.0 + offset[0], 100.0 + offset[1]]
+    args = _two([[100.0, 100.0]], [on], [0.8], [0.6], box, box, dtype, device)
+    _, match = ops.pose_similarity(*args[:3], "paper", p)
+    assert match[0, 1] == 1
+    assert _kept(args, "paper", p) == [0]
+    axis = 0 if offset[0] else 1
+    out = list(on)
+    out[axis] = _step(on[axis], dtype, offset[axis] > 0)  # one float step further out
+    args = _two([[100.0, 100.0]], [out], [0.8], [0.6], box, box, dtype, device)
+    _, match = ops.pose_similarity(*args[:3], "paper", p)
+    assert match[0, 1] == 0
+    assert _kept(args, "paper", p) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alphapose_simi_exactly_gamma_does_not_suppress(dtype, device):
+    # match_thresh = K + 1: the PCK count never decides, simi > gamma alone does
+    xy = [[10.0, 20.0], [30.0, 25.0], [22.0, 60.0], [40.0, 61.0]]
+    xy_j = [[10.5, 20.0], [31.0, 27.0], [22.0, 60.75], [43.0, 61.0]]
+    args = _two(xy, xy_j, [0.9, 0.7, 0.4, 0.8], [0.6, 0.5, 0.9, 0.3], [0, 0, 50, 70], [2, 1, 49, 72], dtype, device)
+    p = dict(match_thresh=5, merge=False)
+    sim, match = ops.pose_similarity(*args[:3], "alphapose", ops.AlphaPoseNMSParams(**p))
+    simi = sim[0, 1].item()
+    assert match[0, 1] == 4 and simi < sim[0, 0].item()  # the pick still removes itself
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(gamma=simi, **p)) == [0, 1]
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(gamma=_step(simi, dtype, False), **p)) == [0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alphapose_match_count_exactly_match_thresh_suppresses(dtype, device):
+    # two joints of j on i's (distance 0), two FAR away: nmatch = 2; gamma out of reach
+    xy = [[10.0, 20.0], [30.0, 25.0], [22.0, 60.0], [40.0, 61.0]]
+    xy_j = [xy[0], xy[1], [22.0 + FAR, 60.0], [40.0, 61.0 + FAR]]
+    args = _two(xy, xy_j, [0.9] * 4, [0.8] * 4, [0, 0, 100, 100], [0, 0, 100, 100], dtype, device)
+    p = dict(gamma=1e6, merge=False)
+    _, match = ops.pose_similarity(*args[:3], "alphapose", ops.AlphaPoseNMSParams(**p))
+    assert match[0, 1] == 2
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(match_thresh=2, **p)) == [0]  # 2 >= 2
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(match_thresh=3, **p)) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("radius", ["cap", "box"])
+def test_alphapose_joint_exactly_on_the_pck_radius_matches(radius, dtype, device):
+    # r = min(alpha max(w, h), pck_cap): 5 from the cap (3-4-5 offset), or 8 from the box (0.125 x 64);
+    # one joint of j at exactly r, the others FAR away; match_thresh 1, gamma out of reach
+    if radius == "cap":
+        p, box, off = dict(pck_cap=5.0), [0.0, 0.0, 100.0, 100.0], (3.0, 4.0)
+    else:
+        p, box, off = dict(alpha=0.125, pck_cap=100.0), [0.0, 0.0, 64.0, 40.0], (0.0, 8.0)
+    p.update(gamma=1e6, match_thresh=1, merge=False)
+    xy = [[10.0, 20.0], [30.0, 25.0], [22.0, 60.0]]
+    on = [10.0 + off[0], 20.0 + off[1]]
+    far = [[30.0 + FAR, 25.0], [22.0, 60.0 + FAR]]
+    args = _two(xy, [on] + far, [0.9] * 3, [0.8] * 3, box, box, dtype, device)
+    _, match = ops.pose_similarity(*args[:3], "alphapose", ops.AlphaPoseNMSParams(**p))
+    assert match[0, 1] == 1
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(**p)) == [0]  # d / r = 1 <= 1
+    out = [on[0], _step(on[1], dtype, True)]
+    args = _two(xy, [out] + far, [0.9] * 3, [0.8] * 3, box, box, dtype, device)
+    _, match = ops.pose_similarity(*args[:3], "alphapose", ops.AlphaPoseNMSParams(**p))
+    assert match[0, 1] == 0
+    assert _kept(args, "alphapose", ops.AlphaPoseNMSParams(**p)) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [(1.0, 0.0), (0.0, -1.0)])
+def test_alphapose_joint_exactly_one_pixel_away_is_in_ksim(offset, dtype, device):
+    # one joint, mu = 0 and gamma = 0: simi > gamma exactly when the joint is within 1 px (its tanh term);
+    # match_thresh 2 > K: the count never decides
+    p = ops.AlphaPoseNMSParams(mu=0.0, gamma=0.0, match_thresh=2, merge=False)
+    box = [0.0, 0.0, 100.0, 100.0]
+    on = [50.0 + offset[0], 50.0 + offset[1]]
+    args = _two([[50.0, 50.0]], [on], [0.8], [0.6], box, box, dtype, device)
+    sim, _ = ops.pose_similarity(*args[:3], "alphapose", p)
+    assert sim[0, 1].item() > 0
+    assert _kept(args, "alphapose", p) == [0]
+    axis = 0 if offset[0] else 1
+    out = list(on)
+    out[axis] = _step(on[axis], dtype, offset[axis] > 0)
+    args = _two([[50.0, 50.0]], [out], [0.8], [0.6], box, box, dtype, device)
+    sim, _ = ops.pose_similarity(*args[:3], "alphapose", p)
+    assert sim[0, 1].item() == 0
+    assert _kept(args, "alphapose", p) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_oks_exactly_thresh_does_not_suppress(dtype, device):
+    # joint 0 on the reference's (exp(0) = 1), joint 1 thousands of px away (exp(-e) = 0): OKS = 0.5 exactly
+    sig = (0.05, 0.05)
+    xy = [[100.0, 100.0], [120.0, 100.0]]
+    args = _two(xy, [xy[0], [120.0 + 3000.0, 100.0]], [0.9, 0.9], [0.8, 0.8], [90, 90, 130, 130],
+                [90, 90, 130, 130], dtype, device)
+    sim, _ = ops.pose_similarity(*args[:3], "oks", ops.OKSNMSParams(sigmas=sig))
+    assert sim[0, 1].item() == 0.5
+    assert _kept(args, "oks", ops.OKSNMSParams(thresh=0.5, sigmas=sig)) == [0, 1]  # OKS > thresh is false
+    assert _kept(args, "oks", ops.OKSNMSParams(thresh=_step(0.5, dtype, False), sigmas=sig)) == [0]
+    assert ops.oks_nms(*args, thresh=0.5, sigmas=sig).tolist() == [0, 1]
+    # identical poses: OKS = 1 exactly
+    args = _two(xy, xy, [0.9, 0.9], [0.8, 0.8], [90, 90, 130, 130], [90, 90, 130, 130], dtype, device)
+    assert _kept(args, "oks", ops.OKSNMSParams(thresh=1.0, sigmas=sig)) == [0, 1]
+    assert _kept(args, "oks", ops.OKSNMSParams(thresh=_step(1.0, dtype, False), sigmas=sig)) == [0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", ["alphapose", "paper", "oks"])
+def test_merge_takes_a_joint_exactly_on_the_merge_radius(method, dtype, device):
+    # merge radius min(alpha max(w, h), merge_cap) = min(10, 5) = 5; joint 0 of j 5 px away (3-4-5), the
+    # rest on i's joints (so j is removed); equal joint scores: the merged joint is the midpoint
+    params = {"alphapose": ops.AlphaPoseNMSParams(merge_cap=5.0, match_thresh=2),
+              "paper": ops.PaperNMSParams(merge=True, merge_cap=5.0, eta=0.5),
+              "oks": ops.OKSNMSParams(merge=True, merge_cap=5.0, thresh=0.5, sigmas=(0.1,) * 4)}[method]
+    xy = [[10.0, 20.0], [30.0, 25.0], [22.0, 60.0], [40.0, 61.0]]
+    box = [0.0, 0.0, 100.0, 100.0]
+    for dy, merged in ((4.0, [11.5, 22.0]), (_step(24.0, dtype, True) - 20.0, [10.0, 20.0])):
+        xy_j = [[13.0, 20.0 + dy]] + xy[1:]
+        args = _two(xy, xy_j, [0.5] * 4, [0.5] * 4, box, box, dtype, device)
+        res = ops.pose_nms(*args, method=method, params=params)
+        assert res.keep.tolist() == [0] and res.group.tolist() == [0, 0]
+        assert res.poses[0, 0].tolist() == merged, dy  # the midpoint when within the radius, else i's joint
+        assert res.poses[0, 1:].tolist() == xy[1:]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_score_and_area_thresholds_exactly_met_keep_the_pose(dtype, device):
+    t = lambda v: torch.tensor(v, dtype=dtype, device=device)
+    # one pose: its max joint score (= its merged max) exactly score_thresh; 2.25 x 4 x 8 = 72 exactly area_thresh
+    one = (t([[[0.0, 0.0], [4.0, 8.0]]]), t([[0.5, 0.25]]), t([[0.0, 0.0, 10.0, 10.0]]))
+    nms = lambda args, **k: ops.pose_nms(*args, method="alphapose", params=ops.AlphaPoseNMSParams(**k)).keep.tolist()
+    assert nms(one, score_thresh=0.5) == [0]
+    assert nms(one, score_thresh=_step(0.5, dtype, True)) == []
+    assert nms(one, score_thresh=0.0, area_thresh=72.0) == [0]
+    assert nms(one, score_thresh=0.0, area_thresh=_step(72.0, dtype, True)) == []
+    assert nms(one, score_thresh=0.0, area_thresh=72.0, merge=False) == [0]
+    assert nms(one, score_thresh=0.0, area_thresh=_step(72.0, dtype, True), merge=False) == []
+    # a pick (scores 0.5) merged with a weaker copy (0.25): its merged max score, (0.5^2 + 0.25^2) / 0.75,
+    # lies below its own max; keep it at a score_thresh of exactly that merged max, drop it one step above
+    xy = [[0.0, 0.0], [4.0, 8.0]]
+    two = _two(xy, xy, [0.5, 0.5], [0.25, 0.25], [0, 0, 10, 10], [0, 0, 10, 10], dtype, device)
+    p = dict(match_thresh=2)  # the copy is removed by (and merged into) the pick
+    merged = ops.pose_nms(*two, params=ops.AlphaPoseNMSParams(score_thresh=-math.inf, **p)).scores.max().item()
+    assert merged == pytest.approx(0.3125 / 0.75) and merged < 0.5
+    assert _kept(two, "alphapose", ops.AlphaPoseNMSParams(score_thresh=merged, **p)) == [0]
+    assert _kept(two, "alphapose", ops.AlphaPoseNMSParams(score_thresh=_step(merged, dtype, True), **p)) == []
