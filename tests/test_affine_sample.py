@@ -35,7 +35,7 @@ CASES = [(ac, pm) for ac in (False, True) for pm in ("zeros", "border", "constan
 @pytest.mark.parametrize("align_corners,padding_mode", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_values_and_gradients_match_torch(align_corners, padding_mode, dtype, device):
-    g = torch.Generator().manual_seed(hash((align_corners, padding_mode)) % 2**31)
+    g = torch.Generator().manual_seed(100 + CASES.index((align_corners, padding_mode)))  # fixed per case
     x = torch.randn(3, 4, 23, 31, generator=g, dtype=dtype).to(device)
     theta = random_theta(7, g, dtype).to(device)
     bidx = torch.tensor([0, 2, 2, 1, 0, 2, 1], device=device)
