@@ -117,6 +117,19 @@ def test_offsets_round_trip_and_meaning():
         box_offsets(np.zeros((2, 4)), gt)
 
 
+def test_offsets_fixed_numbers_each_side_by_its_own_extent():
+    # a non-square GT box (64 x 128) and a nonzero offset on every side, each direction checked on its own
+    # numbers (a round trip alone cannot see x and y extents swapped in both): x offsets are in GT widths,
+    # y offsets in GT heights; dyadic values, so exact
+    gt = [10.0, 20.0, 64.0, 128.0]                        # xyxy (10, 20, 74, 148)
+    det = np.array([[2.0, 52.0, 78.0, 196.0],             # -0.125 w, +0.25 h, +0.0625 w, +0.375 h
+                    [18.0, 4.0, 58.0, 116.0]])            # +0.125 w, -0.125 h, -0.25 w, -0.25 h
+    off = np.array([[-0.125, 0.25, 0.0625, 0.375], [0.125, -0.125, -0.25, -0.25]])
+    assert box_offsets(det, [gt, gt]).tolist() == off.tolist()
+    assert box_offsets(det[0], gt).tolist() == off[0].tolist()  # one box: [4]
+    assert offsets_to_boxes(off, gt).tolist() == det.tolist()
+
+
 def test_matching_is_greedy_by_score_and_one_to_one():
     gts = np.array([[0, 0, 100, 100], [60, 0, 100, 100]], dtype=float)
     dets = np.array([[5, 0, 100, 100],     # IoU .90 with gt0
