@@ -253,6 +253,24 @@ def test_search_scoring_choice(props, ev):
     assert r.history[0]["ap"] == best and r.ap >= best > r.start_ap
 
 
+def test_search_tells_apart_outputs_that_keep_the_same_poses(props, ev):
+    """The search scores identical NMS outputs once; identical must mean the whole output. Merging moves the
+    kept poses' joints without changing which poses are kept (and here raises AP): the flag step must see
+    the merged AP, not the cached AP of the unmerged output with the same kept indices."""
+    plain = PaperNMSParams()
+    merged = dataclasses.replace(plain, merge=True)
+    out_plain, out_merged = apply_nms(props, "paper", plain), apply_nms(props, "paper", merged)
+    assert torch.equal(out_plain.keep, out_merged.keep) and not torch.equal(out_plain.poses, out_merged.poses)
+    ap_plain, ap_merged = ev.ap(to_results(props, out_plain)), ev.ap(to_results(props, out_merged))
+    assert ap_merged > ap_plain  # measured: 0.1669 and 0.1664
+    r = tune_nms(props, ev, method="paper", start=plain, names=["eta"], flags=["merge"], grid=3, max_rounds=1,
+                 refine=0, progress=False)
+    assert r.start_ap == ap_plain
+    assert r.history[0] == {"round": 1, "level": 0, "step": ["merge"], "values": {"merge": True}, "ap": ap_merged}
+    assert r.params.merge and r.ap >= ap_merged
+    assert r.ap == ev.ap(to_results(props, apply_nms(props, "paper", r.params, r.scoring)))
+
+
 def test_search_errors(props, ev):
     with pytest.raises(ValueError, match="method must be one of"):
         tune_nms(props, ev, method="greedy", progress=False)
