@@ -13,17 +13,34 @@ DATA = ROOT / "data"
 SHARED = pathlib.Path(os.environ.get("RMPE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # CUDA runs wherever torch sees a GPU; an extension built without CUDA then
-# fails these tests loudly instead of skipping them.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# fails these tests loudly instead of skipping them. With RMPE_CUDA_EMU=1
+# (make test-cuda-emu), "cuda" is the CUDA emulation: csrc/cuda's kernels
+# compiled for the host, run on CPU tensors that say they are on cuda
+# (tests/cuda_emu/device.py); only the tests that use "cuda" are collected.
+CUDA_EMU = os.environ.get("RMPE_CUDA_EMU") == "1"
+if CUDA_EMU:
+    from cuda_emu.device import install, pytest_collection_modifyitems, pytest_runtest_setup  # noqa: F401 (hooks)
+
+    install()
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() or CUDA_EMU else [])
+
+
+# Hypothesis profiles (tests/test_properties.py and the other property tests): "ci", the default,
+# a few hundred examples in all; "long" for local fuzzing runs: pytest --hypothesis-profile=long.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=50, deadline=None, derandomize=False)
+settings.register_profile("long", max_examples=10_000, deadline=None)
+settings.load_profile("ci")
 
 
 def pytest_report_header(config):
-    return f"rmpe_ext build: {rmpe_ext.BUILD_INFO}; devices: {DEVICES}; shared data: {SHARED if SHARED.exists() else 'absent'}"
+    return f"rmpe_ext build: {rmpe_ext.BUILD_INFO}; devices: {DEVICES}{' (cuda emulated)' if CUDA_EMU else ''}; shared data: {SHARED if SHARED.exists() else 'absent'}"
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
-    return torch.device(request.param)
+    return torch.device(request.param, 0) if request.param == "cuda" else torch.device(request.param)
 
 
 @pytest.fixture(scope="session")
