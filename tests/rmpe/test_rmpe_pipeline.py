@@ -162,16 +162,38 @@ def test_blazepose_agrees_on_coco_mini(shared_data):
 # ------------------------------------------------------------------ a torch model against AlphaPose's code
 
 
-def test_torch_model_matches_alphapose_crop_decode_nms(coco4):
-    """Crops = AlphaPose's test_transform crops (crop_persons) to one uint8 step; keypoints = AlphaPose's
-    heatmap_to_coord_simple on the same heatmaps; kept poses = AlphaPose's pose_nms."""
+def alphapose_test_transform(monkeypatch):
+    """AlphaPose's own ``SimpleTransform(...).test_transform`` (alphapose.utils.presets), built as AlphaPose's
+    DetectionLoader builds it for inference. Its module imports a compiled CUDA op (RoIAlign, for
+    ``align_transform``) that a CPU install lacks; test_transform never uses it, so where that import fails
+    a stand-in module takes its place while the module is imported."""
+    import importlib
+    import sys
+    import types
+
+    try:
+        simple_transform = importlib.import_module("alphapose.utils.presets.simple_transform")
+    except ImportError:
+        stub = types.ModuleType("alphapose.utils.roi_align")
+        stub.RoIAlign = lambda *args, **kwargs: None
+        monkeypatch.setitem(sys.modules, "alphapose.utils.roi_align", stub)
+        simple_transform = importlib.import_module("alphapose.utils.presets.simple_transform")
+    dataset = types.SimpleNamespace(joint_pairs=[[1, 2], [3, 4], [5, 6], [7, 8], [9, 10], [11, 12], [13, 14],
+                                                 [15, 16]])
+    t = simple_transform.SimpleTransform(dataset, scale_factor=0, add_dpg=False, input_size=(256, 192),
+                                         output_size=(64, 48), rot=0, sigma=2, train=False)
+    return t.test_transform
+
+
+def test_torch_model_matches_alphapose_crop_decode_nms(coco4, monkeypatch):
+    """Crops = AlphaPose's SimpleTransform.test_transform crops (on the frame in RGB, as AlphaPose's loader
+    hands it over) to one uint8 step; keypoints = AlphaPose's heatmap_to_coord_simple on the same heatmaps
+    and test_transform's crop boxes; kept poses = AlphaPose's pose_nms."""
     pytest.importorskip("alphapose")
     from alphapose.utils.pPose_nms import pose_nms as ap_pose_nms
     from alphapose.utils.transforms import heatmap_to_coord_simple
 
-    from rmpe_ext.alphapose import crop_persons
-    from rmpe_ext.presets import alphapose_crop_boxes
-
+    test_transform = alphapose_test_transform(monkeypatch)
     frames, per_frame, ids = coco4
     frames, per_frame, ids = frames[:2], per_frame[:2], ids[:2]
     rec = Recorder(TorchHeatmapModel(Tiny()))
@@ -179,14 +201,21 @@ def test_torch_model_matches_alphapose_crop_decode_nms(coco4):
     crops = torch.cat(rec.crops)
     heatmaps = torch.cat(rec.heatmaps)
     assert heatmaps.shape == (len(crops), 17, 64, 48)
-    theirs = torch.cat([crop_persons(f, fb.boxes, bgr=True)[0] for f, fb in zip(frames, per_frame)])
+    theirs, crop_boxes = [], []
+    for f, fb in zip(frames, per_frame):
+        rgb = np.ascontiguousarray(f[:, :, ::-1])
+        for box in fb.boxes:  # a float32 tensor row, as AlphaPose's detector output
+            img, crop_box = test_transform(rgb, box)
+            theirs.append(img)
+            crop_boxes.append([float(v) for v in crop_box])
+    theirs = torch.stack(theirs)
+    assert theirs.shape == crops.shape
     diff = (crops - theirs).abs()
+    # OpenCV 4: bit for bit; OpenCV 5 rounds an exact bilinear sample, one uint8 step on ~3e-5 of the values
     assert diff.max() <= 1 / 255 + 1e-6 and (diff > 1e-6).float().mean() < 1e-3
 
     boxes = torch.cat([fb.boxes for fb in per_frame])
-    crop_boxes = alphapose_crop_boxes(boxes, (256, 192))[2]
-    ref = np.stack([heatmap_to_coord_simple(heatmaps[i].numpy(), crop_boxes[i].tolist())[0]
-                    for i in range(len(heatmaps))])
+    ref = np.stack([heatmap_to_coord_simple(heatmaps[i].numpy(), crop_boxes[i])[0] for i in range(len(heatmaps))])
     assert np.abs(res.proposals.poses.numpy() - ref).max() < 2e-3
     assert torch.equal(res.proposals.joint_scores, heatmaps.flatten(2).amax(2))
 
