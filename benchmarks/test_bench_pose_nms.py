@@ -2,6 +2,8 @@
 
 Run: pytest benchmarks/test_bench_pose_nms.py   (ratios printed at the end and
 written to benchmarks/last_run.md; RMPE_BENCH_THREADS sets the CPU threads, default 1).
+Every rmpe_ext benchmark (drop-in, op, batch; CUDA too) asserts that its kept
+indices equal AlphaPose's pose_nms on the same frame, in AlphaPose's order.
 """
 import pytest
 import torch
@@ -12,6 +14,12 @@ from rmpe_ext import alphapose, ops
 pPose_nms = pytest.importorskip("alphapose.utils.pPose_nms", reason="pip install --no-deps alphapose==1.1")
 
 SIZES = [5, 50, 90, 500]
+
+
+def _alphapose_keep(poses, scores, boxes, box_scores):
+    """AlphaPose's kept indices (in its pick order) for one frame; it writes into its inputs, so copies."""
+    return [int(i) for i in pPose_nms.pose_nms(*[a.clone() for a in alphapose_args(poses, scores, boxes,
+                                                                                     box_scores)])[5]]
 
 
 def _slow_rounds(n):
@@ -30,30 +38,38 @@ def test_rmpe_dropin(benchmark, dev_images, n):
     benchmark.group = f"pose_nms n={n}"
     args = alphapose_args(*composite_frame(dev_images, n))
     out = benchmark(alphapose.pose_nms, *args)
-    assert [int(i) for i in out[5]] == [int(i) for i in pPose_nms.pose_nms(*[a.clone() for a in args])[5]]
+    assert [int(i) for i in out[5]] == _alphapose_keep(*composite_frame(dev_images, n))
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_rmpe_op(benchmark, dev_images, n):
     benchmark.group = f"pose_nms n={n}"
-    poses, scores, boxes, _ = composite_frame(dev_images, n)
+    poses, scores, boxes, box_scores = composite_frame(dev_images, n)
     res = benchmark(ops.pose_nms, poses, scores, boxes)
     assert 0 < len(res.keep) < n or n == 5
+    assert res.keep.tolist() == _alphapose_keep(poses, scores, boxes, box_scores)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("n", SIZES)
 def test_rmpe_op_cuda(benchmark, dev_images, n):
     benchmark.group = f"pose_nms n={n}"
-    poses, scores, boxes, _ = (t.cuda() for t in composite_frame(dev_images, n))
+    frame = composite_frame(dev_images, n)
+    poses, scores, boxes, _ = (t.cuda() for t in frame)
     ops.pose_nms(poses, scores, boxes)  # the op synchronizes (its output size is data-dependent)
-    benchmark(ops.pose_nms, poses, scores, boxes)
+    res = benchmark(ops.pose_nms, poses, scores, boxes)
+    assert res.keep.tolist() == _alphapose_keep(*frame)
 
 
 def _batch(dev_images, frames=64, n=50):
     parts = [composite_frame(dev_images, n, start=f) for f in range(frames)]
     img = torch.repeat_interleave(torch.arange(frames), n)
     return parts, [torch.cat([p[i] for p in parts]) for i in range(4)] + [img]
+
+
+def _alphapose_batch_keep(parts, n=50):
+    """AlphaPose's kept indices frame by frame, as indices into the concatenated batch."""
+    return [f * n + i for f, p in enumerate(parts) for i in _alphapose_keep(*p)]
 
 
 def test_baseline_alphapose_batch64(benchmark, dev_images):
@@ -65,15 +81,17 @@ def test_baseline_alphapose_batch64(benchmark, dev_images):
 
 def test_rmpe_op_batch64(benchmark, dev_images):
     benchmark.group = "pose_nms 64 frames x 50"
-    _, (poses, scores, boxes, _, img) = _batch(dev_images)
+    parts, (poses, scores, boxes, _, img) = _batch(dev_images)
     res = benchmark(ops.pose_nms, poses, scores, boxes, None, img)
     assert len(torch.unique(img[res.keep])) == 64
+    assert res.keep.tolist() == _alphapose_batch_keep(parts)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_rmpe_op_batch64_cuda(benchmark, dev_images):
     benchmark.group = "pose_nms 64 frames x 50"
-    _, (poses, scores, boxes, _, img) = _batch(dev_images)
+    parts, (poses, scores, boxes, _, img) = _batch(dev_images)
     poses, scores, boxes, img = poses.cuda(), scores.cuda(), boxes.cuda(), img.cuda()
     ops.pose_nms(poses, scores, boxes, None, img)
-    benchmark(ops.pose_nms, poses, scores, boxes, None, img)
+    res = benchmark(ops.pose_nms, poses, scores, boxes, None, img)
+    assert res.keep.tolist() == _alphapose_batch_keep(parts)
