@@ -11,7 +11,11 @@ from rmpe_ext import ops
 from rmpe_ext.alphapose import heatmap_to_coord_simple, heatmaps_to_coords
 from rmpe_ext.presets import crop_box_heatmap_theta
 
-transforms = pytest.importorskip("alphapose.utils.transforms", reason="pip install --no-deps alphapose==1.1")
+
+@pytest.fixture(scope="module")
+def transforms():
+    """AlphaPose's transforms module (the oracle); the fixed-number tests need no AlphaPose."""
+    return pytest.importorskip("alphapose.utils.transforms", reason="pip install --no-deps alphapose==1.1")
 
 
 def gaussians(centres, size=(64, 48), sigma=2.0):
@@ -35,7 +39,7 @@ def real_heatmaps(shared_data):
     return hms, torch.tensor(boxes)
 
 
-def test_matches_alphapose_on_real_heatmaps(shared_data, device):
+def test_matches_alphapose_on_real_heatmaps(shared_data, device, transforms):
     hms, boxes = real_heatmaps(shared_data)
     assert (hms.flatten(2).amax(2) <= 0).any()  # raw logits: some joints take the max <= 0 path
     coords, scores = heatmaps_to_coords(hms.to(device), boxes.to(device))
@@ -49,7 +53,64 @@ def test_matches_alphapose_on_real_heatmaps(shared_data, device):
         np.testing.assert_array_equal(mine_scores, ref_scores)
 
 
-def test_quarter_step_rules_match_alphapose():
+# (peak x, peak y, neighbours set to 0.5 as (dx, dy) offsets) -> the decoded heatmap coordinates, on a
+# 10 x 8 (h x w) map whose peak is 1: a quarter step towards the larger neighbour, along each axis on its
+# own, only when 1 < x < w - 1 and 1 < y < h - 1 (AlphaPose's heatmap_to_coord_simple)
+QUARTER_CASES = [
+    ((4, 5, [(1, 0), (0, 1)]), (4.25, 5.25)),      # dx > 0, dy > 0
+    ((4, 5, [(-1, 0), (0, -1)]), (3.75, 4.75)),    # dx < 0, dy < 0
+    ((4, 5, [(1, 0), (0, -1)]), (4.25, 4.75)),     # dx > 0, dy < 0
+    ((4, 5, [(-1, 0), (0, 1)]), (3.75, 5.25)),     # dx < 0, dy > 0
+    ((4, 5, [(-1, 0), (1, 0), (0, -1), (0, 1)]), (4.0, 5.0)),  # dx == 0, dy == 0 (equal neighbours)
+    ((4, 5, []), (4.0, 5.0)),                      # dx == 0, dy == 0 (flat)
+    ((4, 5, [(-1, 0)]), (3.75, 5.0)),              # dx < 0, dy == 0
+    ((4, 5, [(0, 1)]), (4.0, 5.25)),               # dx == 0, dy > 0
+    ((4, 5, [(0, -1), (1, 0), (-1, 0)]), (4.0, 4.75)),  # dx == 0, dy < 0
+    ((1, 5, [(1, 0), (0, 1)]), (1.0, 5.0)),        # x = 1: no step on either axis
+    ((2, 5, [(-1, 0), (0, 1)]), (1.75, 5.25)),     # x = 2: steps
+    ((6, 5, [(1, 0), (0, -1)]), (6.25, 4.75)),     # x = w - 2: steps
+    ((7, 5, [(-1, 0), (0, 1)]), (7.0, 5.0)),       # x = w - 1: no step
+    ((4, 1, [(0, 1), (1, 0)]), (4.0, 1.0)),        # y = 1: no step on either axis
+    ((4, 2, [(0, -1), (-1, 0)]), (3.75, 1.75)),    # y = 2: steps
+    ((4, 8, [(0, 1), (-1, 0)]), (3.75, 8.25)),     # y = h - 2: steps
+    ((4, 9, [(0, -1), (1, 0)]), (4.0, 9.0)),       # y = h - 1: no step
+    ((0, 0, [(1, 0), (0, 1)]), (0.0, 0.0)),        # a corner
+]
+
+
+def quarter_case_heatmaps(dtype=torch.float32):
+    hms = torch.zeros(1, len(QUARTER_CASES), 10, 8, dtype=dtype)
+    for k, ((x, y, nbrs), _) in enumerate(QUARTER_CASES):
+        hms[0, k, y, x] = 1.0
+        for dx, dy in nbrs:
+            hms[0, k, y + dy, x + dx] = 0.5
+    return hms
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quarter_step_each_branch_fixed_numbers(dtype, device):
+    hms = quarter_case_heatmaps(dtype).to(device)
+    expect = torch.tensor([c[1] for c in QUARTER_CASES], dtype=torch.float64)
+    eye = torch.eye(2, 3, dtype=torch.float64, device=device)[None]
+    coords, scores = ops.heatmap_decode(hms, eye)
+    assert coords.dtype == dtype and torch.equal(scores.cpu(), torch.ones(1, len(QUARTER_CASES), dtype=dtype))
+    assert coords[0].cpu().double().tolist() == expect.tolist()
+    # the same through AlphaPose's back-projection by the crop box (x1 + u bw / w, (y1 + y2) / 2 + (v - h / 2) bw / w)
+    coords, _ = ops.heatmap_decode(hms, torch.tensor([[10.0, 20.0, 90.0, 120.0]], dtype=torch.float64, device=device))
+    assert coords[0].cpu().double().tolist() == (torch.tensor([10.0, 20.0]) + expect * 10).tolist()
+    coords, _ = ops.heatmap_decode(hms, eye, "none")
+    assert coords[0].cpu().tolist() == [[float(c[0][0]), float(c[0][1])] for c in QUARTER_CASES]
+
+
+def test_quarter_step_cases_are_alphapose(transforms):
+    """The fixed numbers above are what AlphaPose's heatmap_to_coord_simple gives."""
+    box = [10.0, 20.0, 90.0, 120.0]  # x = 10 + 10 u, y = 70 + 10 (v - 5)
+    ref, _ = transforms.heatmap_to_coord_simple(quarter_case_heatmaps()[0].numpy(), box)
+    expect = np.array([c[1] for c in QUARTER_CASES]) * 10 + [10.0, 20.0]
+    np.testing.assert_array_equal(ref, expect)
+
+
+def test_quarter_step_rules_match_alphapose(transforms):
     # maxima on the border rows/columns get no step; a flat neighbourhood no step
     h, w = 10, 8
     hms = torch.zeros(6, h, w)
@@ -98,7 +159,7 @@ def test_sub_pixel_accuracy_on_gaussians(refine):
     coords, scores = ops.heatmap_decode(hms, theta, refine)
     truth = centres.float() * 4 + torch.tensor([10.0, 20.0])
     err = (coords - truth).norm(dim=-1).mean().item()
-    # measured mean errors (image pixels, stride 4): argmax 1.54, quarter 0.77, DARK 0.02
+    # measured mean errors (image pixels, stride 4): argmax 1.54, quarter 0.77, DARK 0.008
     assert err < {"none": 1.8, "quarter": 1.0, "dark": 0.05}[refine], err
     torch.testing.assert_close(scores, hms.flatten(2).amax(2))
 
