@@ -90,3 +90,17 @@ def test_empty_and_errors():
     bad[1, 3] = math.inf
     with pytest.raises(RuntimeError, match="joint_scores contains NaN or infinite"):
         ops.pose_similarity(p, bad, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_oks_visibility_threshold_is_strict(dtype, device):
+    # a joint counts when both its scores exceed vis_thresh: a score exactly vis_thresh does not count
+    t = lambda v: torch.tensor(v, dtype=dtype, device=device)
+    poses = t([[[10.0, 10.0], [20.0, 10.0], [30.0, 10.0]]] * 2)
+    boxes = t([[0.0, 0.0, 40.0, 40.0]] * 2)
+    p = ops.OKSNMSParams(vis_thresh=0.25, sigmas=(0.05, 0.05, 0.05))
+    _, match = ops.pose_similarity(poses, t([[0.25, 0.5, 0.75], [0.5, 0.25, 0.75]]), boxes, "oks", p)
+    assert match.tolist() == [[2, 1], [1, 2]]
+    step = float(np.nextafter(np.float32(0.25) if dtype == torch.float32 else 0.25, np.inf))
+    _, match = ops.pose_similarity(poses, t([[step, 0.5, 0.75], [0.5, step, 0.75]]), boxes, "oks", p)
+    assert match.tolist() == [[3, 3], [3, 3]]
