@@ -64,10 +64,21 @@ if cuda_home:
     os.environ["CUDA_HOME"] = cuda_home  # read by torch.utils.cpp_extension
 
 sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+# The limited API of the oldest Python the package supports (python_requires):
+# one binary, tagged cp310-abi3, serves 3.10 and every later Python.
+LIMITED_API = "-DPy_LIMITED_API=0x030A0000"
 # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers (torch's CPU
 # backend is OpenMP); without it every parallel loop of the extension runs serially.
-cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp", "-DPy_LIMITED_API=0x03090000"]
-nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-DPy_LIMITED_API=0x03090000"]
+cxx_flags = ["-O3", "-ffp-contract=off", "-fopenmp", LIMITED_API]
+nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr", LIMITED_API]
+link_flags = ["-fopenmp"]
+# RMPE_EXT_SANITIZE=1 (make sanitize): AddressSanitizer + UndefinedBehaviorSanitizer,
+# float-to-int overflow included, every report fatal; -O1 in place of -O3.
+if os.environ.get("RMPE_EXT_SANITIZE", "") == "1":
+    san = "-fsanitize=address,undefined,float-cast-overflow"
+    cxx_flags = ["-O1", "-g", "-fno-omit-frame-pointer", san, "-fno-sanitize-recover=all"] + cxx_flags[1:]
+    link_flags += [san]
+    print("rmpe_ext: building with AddressSanitizer + UndefinedBehaviorSanitizer (-O1)", flush=True)
 if with_cuda:
     sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     cxx_flags.append("-DRMPE_WITH_CUDA")
@@ -79,20 +90,32 @@ else:
     ext_cls = CppExtension
     print(f"rmpe_ext: building CPU kernels only ({why})", flush=True)
 
-with open(os.path.join(ROOT, "rmpe_ext", "_build_info.py"), "w") as f:
-    f.write(
-        "# Written by setup.py at build time: what the compiled _C was built against.\n"
-        f"TORCH_VERSION = {torch.__version__!r}\n"
-        f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n"
-        f"WITH_CUDA = {with_cuda!r}\n"
-    )
+BUILD_INFO = (
+    "# Written by setup.py's build_ext: what the compiled _C was built against.\n"
+    f"TORCH_VERSION = {torch.__version__!r}\n"
+    f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n"
+    f"WITH_CUDA = {with_cuda!r}\n"
+)
+
+
+class BuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension, then rmpe_ext/_build_info.py (read by the loader) beside the
+    binary it describes: in the source tree for in-place (editable) builds, else in the build
+    directory that the wheel is made from. Other setup.py invocations write nothing."""
+
+    def run(self):
+        super().run()
+        path = os.path.join(ROOT if self.inplace else self.build_lib, "rmpe_ext", "_build_info.py")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(BUILD_INFO)
 
 ext = ext_cls(
     "rmpe_ext._C",
     sources,
     include_dirs=[os.path.join(ROOT, "csrc")],
     extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags} if with_cuda else {"cxx": cxx_flags},
-    extra_link_args=["-fopenmp"],
+    extra_link_args=link_flags,
     py_limited_api=True,
 )
 
@@ -106,11 +129,13 @@ setup(
     package_data={"rmpe": ["data/*.json", "data/*.npz", "data/*.json.gz"]},
     entry_points={"console_scripts": ["rmpe = rmpe.cli:main"]},
     ext_modules=[ext],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    cmdclass={"build_ext": BuildExt},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "opencv-python-headless", "pycocotools", "scikit-learn", "tqdm",
-                      "matplotlib"],
+    # the binary loads only with the torch it was built against (as torchvision's wheels, the
+    # metadata pins it; "==2.13.0" also admits local builds such as 2.13.0+cpu)
+    install_requires=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "opencv-python-headless", "pycocotools",
+                      "scikit-learn", "tqdm", "matplotlib"],
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "expecttest", "opencv-python-headless", "pycocotools"],
         "blazepose": ["ai-edge-litert"],

@@ -247,3 +247,29 @@ def test_large_outputs_are_fresh_huge_page_aligned_tensors():
     assert torch.equal(out[:16], ref + 1)
     small = ops.affine_crop(frame, theta[:1], (64, 48), bidx[:1], ALPHAPOSE_MEAN)
     torch.testing.assert_close(small, ops.affine_crop(frame, theta[:1], (64, 48), bidx[:1], ALPHAPOSE_MEAN))
+
+
+def test_fresh_outputs_reuse_a_given_back_block():
+    """A fresh output of 2 MiB or more comes from the blocks earlier outputs gave back (no new
+    pages to fault in and zero); a live output is never handed out again, and a reused block
+    holds exactly the new crops."""
+    import os
+
+    if os.environ.get("RMPE_EXT_CROP_CACHE") == "0":
+        pytest.skip("RMPE_EXT_CROP_CACHE=0 turns the output cache off")
+    g = torch.Generator().manual_seed(0)
+    frame = torch.randint(0, 256, (120, 160, 3), generator=g, dtype=torch.uint8)
+    boxes = torch.tensor([[10.0 + k, 5.0, 90.0 + k, 110.0] for k in range(16)])
+    theta = ops.boxes_to_theta(boxes, (128, 96), 1.25).double()
+    bidx = torch.zeros(16, dtype=torch.long)
+    first = ops.affine_crop(frame, theta, (128, 96), bidx)
+    assert first.numel() * 4 >= 2 << 20
+    ptr = first.data_ptr()
+    del first
+    second = ops.affine_crop(frame, theta.flip(0), (128, 96), bidx, mean=(0.1, 0.2, 0.3))
+    assert second.data_ptr() == ptr
+    expected = ops.affine_crop(frame, theta.flip(0), (128, 96), bidx, mean=(0.1, 0.2, 0.3),
+                               out=torch.empty(16, 3, 128, 96))
+    torch.testing.assert_close(second, expected, rtol=0, atol=0)
+    third = ops.affine_crop(frame, theta, (128, 96), bidx)
+    assert third.data_ptr() != second.data_ptr()

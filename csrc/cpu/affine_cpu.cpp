@@ -10,6 +10,8 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <mutex>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -466,37 +468,95 @@ void crop_into_cpu(const at::Tensor& frames, const at::Tensor& theta, const c10:
   });
 }
 
-// Memory of affine_crop's outputs. One of 2 MiB or more (a batch of crops: 75 MB
-// for 128 crops 256x192 in float32) is aligned to 2 MiB and marked
-// MADV_HUGEPAGE, as torch's own CPU allocator does for every large tensor under
-// THP_MEM_ALLOC_ENABLE=1: where transparent huge pages are on ("always" or
-// "madvise"), fresh memory then faults in 2 MiB pages instead of 4 KiB ones.
-// On the CI machine (KVM, THP "madvise") torch.empty(128, 3, 256, 192).fill_(0)
-// takes 55-57 ms with 4 KiB pages and 15-20 ms with huge pages (2 threads);
-// the kernel still zeroes every new page. Smaller outputs, and other systems:
-// torch's CPU allocator.
+// Memory of affine_crop's outputs. A large output (2 MiB or more: 128 crops of
+// 256x192 in float32 are 75 MB) comes from a small cache of the blocks that
+// earlier outputs gave back, so a pipeline that takes a fresh batch per frame and
+// drops the previous one touches no new page after its first frame: fresh pages
+// cost a fault and the operating system's zeroing each, about as long as the
+// crops themselves, and with transparent huge pages and defrag=madvise a huge
+// page fault can stall in direct compaction (benchmarks/RESULTS.md, "fresh
+// output"). The crop kernels write every element, so a reused block needs no
+// clearing. At most kCacheBlocks blocks and kCacheBytes stay cached (the rest is
+// freed); a block serves a request of up to its size and at least half of it.
+// Blocks are 2 MiB-aligned and marked MADV_HUGEPAGE only when torch's own switch
+// for that asks for it (THP_MEM_ALLOC_ENABLE=1); RMPE_EXT_CROP_CACHE=0 turns the
+// cache off. Smaller outputs: torch's CPU allocator.
 class CropOutputAllocator final : public c10::Allocator {
  public:
-  static constexpr size_t kHuge = size_t(2) << 20;
+  static constexpr size_t kAlign = size_t(2) << 20;
+  static constexpr size_t kMin = size_t(2) << 20;
+  static constexpr size_t kCacheBlocks = 4;
+  static constexpr size_t kCacheBytes = size_t(1) << 30;
+
   c10::DataPtr allocate(size_t n) override {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (n >= kHuge) {
-      const size_t len = (n + kHuge - 1) / kHuge * kHuge;
+    if (n < kMin) return c10::GetCPUAllocator()->allocate(n);
+    const size_t len = (n + kAlign - 1) / kAlign * kAlign;
+    Block* b = cache().take(len);
+    if (!b) {
       void* p = nullptr;
-      if (posix_memalign(&p, kHuge, len) == 0) {
-        madvise(p, len, MADV_HUGEPAGE);  // a hint: without THP it does nothing
-        return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
-      }
-    }
+      TORCH_CHECK(posix_memalign(&p, kAlign, len) == 0, "rmpe_ext::affine_crop: out of memory for a ", len,
+                  "-byte output");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      if (huge_pages()) madvise(p, len, MADV_HUGEPAGE);  // a hint: without THP it does nothing
 #endif
-    return c10::GetCPUAllocator()->allocate(n);
+      b = new Block{p, len};
+    }
+    return {b->p, b, &release, c10::Device(c10::DeviceType::CPU)};
   }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
 
  private:
-  static void release(void* p) { std::free(p); }
+  struct Block {
+    void* p;
+    size_t len;
+  };
+  struct Cache {
+    std::mutex mu;
+    std::vector<Block*> free;  // blocks given back, ready for reuse
+    size_t bytes = 0;
+    const bool on = !env_is("RMPE_EXT_CROP_CACHE", "0");
+
+    Block* take(size_t len) {
+      std::lock_guard<std::mutex> lock(mu);
+      size_t best = free.size();
+      for (size_t k = 0; k < free.size(); ++k)
+        if (free[k]->len >= len && free[k]->len / 2 <= len && (best == free.size() || free[k]->len < free[best]->len))
+          best = k;
+      if (best == free.size()) return nullptr;
+      Block* b = free[best];
+      free.erase(free.begin() + static_cast<std::ptrdiff_t>(best));
+      bytes -= b->len;
+      return b;
+    }
+    void give(Block* b) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (on && free.size() < kCacheBlocks && bytes + b->len <= kCacheBytes) {
+          free.push_back(b);
+          bytes += b->len;
+          return;
+        }
+      }
+      std::free(b->p);
+      delete b;
+    }
+  };
+  static bool env_is(const char* name, const char* value) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == value;
+  }
+  static bool huge_pages() {
+    static const bool on = env_is("THP_MEM_ALLOC_ENABLE", "1");
+    return on;
+  }
+  // never destroyed: an output may outlive static destruction at exit
+  static Cache& cache() {
+    static Cache* c = new Cache;
+    return *c;
+  }
+  static void release(void* ctx) { cache().give(static_cast<Block*>(ctx)); }
 };
 
 struct EmptyCropOutput {
