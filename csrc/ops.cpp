@@ -1,6 +1,6 @@
 // The one place where every rmpe_ext operator schema is declared. Backends
 // register implementations in cpu/*.cpp and cuda/*.cu; autograd and fake
-// (meta) kernels are registered from Python (rmpe_ext/ops.py).
+// (meta) kernels are registered from Python (rmpe_ext/ops/).
 #include <Python.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/library.h>

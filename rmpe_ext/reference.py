@@ -1,6 +1,6 @@
 """Plain NumPy references of the pose NMS operators (float64, loops, no kernels).
 
-They follow DESIGN.md section 2 literally and serve as the test oracle for the
+They follow docs/design.md section 2 literally and serve as the test oracle for the
 paper and OKS formulations (AlphaPose's own code is the oracle for the
 AlphaPose formulation) and as a readable statement of the semantics. Inputs
 may be torch tensors or arrays; outputs are NumPy arrays.

@@ -124,3 +124,14 @@ def test_torch_compile_affine(device):
     f(x2, t2).backward()
     torch.testing.assert_close(x1.grad, x2.grad)
     torch.testing.assert_close(t1.grad, t2.grad)
+
+
+def test_package_exposes_its_modules():
+    """`import rmpe_ext` alone gives rmpe_ext.ops, .alphapose and .nn (the README uses
+    rmpe_ext.nn.AffineSampler after a bare `import rmpe_ext`)."""
+    import subprocess
+    import sys
+
+    code = "import rmpe_ext; rmpe_ext.nn.AffineSampler((4, 4)); rmpe_ext.nn.SDTN(); rmpe_ext.ops.pose_nms; " \
+           "rmpe_ext.alphapose.pose_nms"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,7 +5,7 @@
 // (x = j, y = i), as OpenCV. theta_px is a 2x3 map from an output (crop) pixel
 // to an input (image) pixel: x = t0 j + t1 i + t2, y = t3 j + t4 i + t5. The
 // torch convention (normalized theta, align_corners) is converted to this one
-// in rmpe_ext/affine.py.
+// in rmpe_ext/ops/affine.py (docs/design.md, section 1).
 #pragma once
 
 #include "common/macros.h"

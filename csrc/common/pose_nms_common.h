@@ -1,5 +1,5 @@
 // Per-pose and per-pair math of the pose NMS family, shared by the CPU and the
-// CUDA kernels (see ../DESIGN notes in README "Architecture").
+// CUDA kernels (the formulas: docs/design.md, section 2).
 //
 // Conventions: a pose is K joints, `xy` points at 2*K values (x0, y0, x1, y1,
 // ...) in image pixels, `s` at K joint confidences; a box is (x1, y1, x2, y2).
@@ -11,15 +11,15 @@
 
 namespace rmpe {
 
-// Method ids; rmpe_ext/ops.py mirrors them.
+// Method ids; rmpe_ext/ops/pose_nms.py mirrors them.
 enum PoseMethod : int64_t { kAlphaPose = 0, kPaper = 1, kOks = 2 };
 
-// Layout of the `params` list that every pose-NMS op takes; rmpe_ext/ops.py
+// Layout of the `params` list that every pose-NMS op takes; rmpe_ext/ops/pose_nms.py
 // builds it. Slots 0..5 depend on the method, 6..10 are shared.
 namespace param {
-// AlphaPose (DESIGN 2.2)
+// AlphaPose (docs/design.md 2.2)
 constexpr int kDelta1 = 0, kMu = 1, kDelta2 = 2, kGamma = 3, kMatchThresh = 4, kPckCap = 5;
-// Paper (DESIGN 2.1)
+// Paper (docs/design.md 2.1)
 constexpr int kSigma1 = 0, kSigma2 = 1, kLambda = 2, kEta = 3, kBoxFrac = 4;
 // OKS
 constexpr int kOksThresh = 0, kVisThresh = 1;  // vis threshold -inf: every joint counts
@@ -121,7 +121,7 @@ struct PairScore {
   int32_t match;  // AlphaPose PCK count; paper: joints in the KSim window; OKS: joints counted
 };
 
-// AlphaPose's parametric pose distance (DESIGN 2.2): simi and the PCK count.
+// AlphaPose's parametric pose distance (docs/design.md 2.2): simi and the PCK count.
 template <typename T>
 struct AlphaPoseCriterion {
   T delta1, mu, delta2, gamma, pck_cap, reach;  // reach: far-pair radius (inf = never reject)
@@ -169,7 +169,7 @@ struct AlphaPoseCriterion {
   RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const { return radius_to(mi, mag_max); }
 };
 
-// The paper's KSim + lambda * HSim (DESIGN 2.1, Eqs. 8-10).
+// The paper's KSim + lambda * HSim (docs/design.md 2.1, Eqs. 8-10).
 template <typename T>
 struct PaperCriterion {
   T sigma1, sigma2, lambda, eta, reach;  // reach: radius beyond which HSim cannot reach eta
@@ -298,7 +298,7 @@ RMPE_HD T nan_max_step(T acc, T v, bool first) {
   return v > acc ? v : acc;
 }
 
-// AlphaPose's final tests of one pick (DESIGN 2.2 step 5) given the pick's own
+// AlphaPose's final tests of one pick (docs/design.md 2.2 step 4) given the pick's own
 // max joint score, the merged max score and the merged pose's joint extent.
 template <typename T>
 RMPE_HD bool alphapose_slot_kept(T pick_max, T merged_max, T xmin, T xmax, T ymin, T ymax, T score_thresh,

@@ -27,7 +27,7 @@ of the parameter files (``meta["scoring"]``, read back by :func:`scoring_from_me
 ``search_scoring=True`` searches it too; on 12 images that risks overfitting (``python
 examples/tune_nms.py --search-scoring`` measures it on a 2-fold split; no run of it is recorded here).
 
-The search (DESIGN 2.1)
+The search (docs/design.md 2.1)
 -----------------------
 Coordinate search over pairs: for each pair of the searched parameters, with the others fixed, a 2-D grid
 around the current values (log-spaced for scales, linear for thresholds, integer steps for counts); move

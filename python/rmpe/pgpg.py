@@ -1,4 +1,4 @@
-"""Pose-guided proposals generator (PGPG), RMPE paper section 3.3, DESIGN section 3.
+"""Pose-guided proposals generator (PGPG), RMPE paper section 3.3, docs/design.md section 3.
 
 A PGPG learns ``P(dB | atom(P))``: the distribution of the offsets between a real detector's box and
 the ground-truth box of a person, given the *atomic pose* of that person's ground-truth pose, and

@@ -1,5 +1,5 @@
 """Symmetric spatial transformer network (SSTN = STN + SDTN) around any SPPE, and the parallel SPPE
-(RMPE paper section 3.1, DESIGN sections 1 and 4).
+(RMPE paper section 3.1, docs/design.md sections 1 and 4).
 
     sppe = StackedHourglass(num_joints=17, stacks=1, width=32, depth=2)
     model = SSTN(sppe, input_size=(64, 48))           # localization net: a compact ResNet

@@ -20,7 +20,7 @@ Conventions (all ops):
   empty results.
 * Outputs carry no gradient (NMS decisions are discrete).
 
-The per-pair formulas (DESIGN.md section 2) are written once in C++
+The per-pair formulas (docs/design.md section 2) are written once in C++
 (``csrc/common/pose_nms_common.h``) and compiled for both backends.
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ class _NMSParams:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AlphaPoseNMSParams(_NMSParams):
-    """AlphaPose's parametric pose NMS (DESIGN 2.2); defaults are AlphaPose's constants.
+    """AlphaPose's parametric pose NMS (docs/design.md 2.2); defaults are AlphaPose's constants.
 
     Pose j is removed by the reference i when ``simi > gamma`` or
     ``nmatch >= match_thresh`` where, with ``d_n`` the pixel distance of joint n,
@@ -111,7 +111,7 @@ class AlphaPoseNMSParams(_NMSParams):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PaperNMSParams(_NMSParams):
-    """The paper's parametric pose NMS (Eqs. 7-10, DESIGN 2.1).
+    """The paper's parametric pose NMS (Eqs. 7-10, docs/design.md 2.1).
 
     ``d(P_i, P_j) = KSim(sigma1) + lam * HSim(sigma2)``; pose j is removed by the
     reference i when ``d > eta``. KSim counts joint n when ``k_j^n`` lies in the
