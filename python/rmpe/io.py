@@ -1,4 +1,5 @@
-"""File helpers shared by the command line and the library: atomic writes, JSON loading with clear errors."""
+"""File helpers shared by the command line and the library: atomic writes, output paths checked before the
+work, JSON loading with clear errors."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,7 @@ import gzip
 import json
 import os
 import tempfile
-from typing import Any, Iterator, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,3 +52,71 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
         raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# output paths
+
+
+def _what(path: str, what: str) -> str:
+    return f"{what} {path!r}" if what else repr(path)
+
+
+def check_output_path(path: PathLike, what: str = "output", folder: bool = False,
+                      contents: Sequence[str] = ()) -> None:
+    """Raises ``ValueError`` naming ``what`` (e.g. the option) when ``path`` could not be written, so that
+    a command fails before its work rather than after it: an empty name; an existing folder where a file is
+    meant (``folder=False``) or an existing non-folder where a folder is (``folder=True``, with
+    ``contents`` the names that will be written inside it, which must not be folders); a file where a
+    parent folder must be; a nearest existing parent folder in which no file can be created (tried with a
+    temporary file, removed at once: permission bits alone do not tell, e.g. for root or on /proc).
+    Missing parent folders are fine: :func:`atomic_path` creates them at the write."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{what}: empty path")
+    writable_in = None  # an existing output folder: its files are written in it
+    if os.path.isdir(path):
+        if not folder:
+            raise ValueError(f"{_what(path, what)} is a folder; name a file")
+        for name in contents:
+            if os.path.isdir(os.path.join(path, name)):
+                raise ValueError(f"{_what(path, what)}: {os.path.join(path, name)!r} is a folder")
+        writable_in = path
+    elif os.path.lexists(path):
+        if folder:
+            raise ValueError(f"{_what(path, what)} exists and is not a folder")
+    elif not folder and path.endswith(("/", os.sep)):
+        raise ValueError(f"{_what(path, what)} ends in a separator: name a file")
+    # the nearest existing ancestor must be a folder, and files must be creatable in it
+    parent = os.path.dirname(path.rstrip("/" + os.sep)) or os.curdir
+    while not os.path.lexists(parent):
+        up = os.path.dirname(parent)
+        if up == parent or not up:
+            parent = os.curdir if not os.path.isabs(parent) else up
+            break
+        parent = up
+    if not os.path.isdir(parent):
+        raise ValueError(f"{_what(path, what)}: {parent!r} is a file, not a folder")
+    for d in dict.fromkeys([parent] + ([writable_in] if writable_in else [])):
+        try:
+            fd, probe = tempfile.mkstemp(dir=d, prefix=".rmpe-write-check.")
+        except OSError as e:
+            raise ValueError(f"{_what(path, what)}: cannot write in {d!r}: {e.strerror or e}") from None
+        try:
+            os.close(fd)
+        finally:
+            os.remove(probe)
+
+
+def check_output_paths(outputs: Iterable[tuple]) -> None:
+    """:func:`check_output_path` for each ``(what, path, folder[, contents])`` whose path is not None, and
+    no two of them on the same path."""
+    seen = {}
+    for what, path, folder, *contents in outputs:
+        if path is None:
+            continue
+        check_output_path(path, what, folder, *contents)
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {what} name the same {'folder' if folder else 'file'} {path!r}")
+        seen[key] = what

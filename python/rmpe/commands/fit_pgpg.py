@@ -7,6 +7,7 @@ summary, writes the model (``.npz``) and optionally the Figure-5 style plot, bot
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers) -> None:
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
                         "model vs the pooled mixture vs one Gaussian; IoU of sampled vs real boxes)")
     p.add_argument("--seed", type=int, default=0, help="k-means / mixture seed (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary line")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, outputs=[("-o", "output", "file"), ("--plot", "plot", "file")])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
               f"{cv['sampled_below_iou_thresh']:.3%}; KS statistic {cv['ks_iou']:.3f}")
     model.save(args.output)
     if args.plot:
-        model.plot(args.plot)
+        try:
+            model.plot(args.plot)
+        except BaseException:  # the model belongs to a run that failed
+            os.remove(args.output)
+            raise
     print(f"fit-pgpg: {s['n_offsets']} matched persons with a torso ({s['n_matched_pairs']} matched pairs of "
           f"{s['n_gt_persons']} GT persons), {model.n_atoms} atoms -> {args.output}"
           + (f", figure {args.plot}" if args.plot else ""))

@@ -30,7 +30,7 @@ def register(sub) -> None:
                    help="the written score: the ranking score, proposal, box-joints, joints or alphapose")
     p.add_argument("--gt", default=None, metavar="GT.json", help="COCO keypoint ground truth: also print AP")
     p.add_argument("--indent", type=int, default=None, help="indent the output JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, outputs=[("-o", "output", "file")])
 
 
 def resolve_method_params(method, params_arg):

@@ -60,7 +60,8 @@ def register(sub) -> None:
                    help="COCO keypoint ground truth: print AP before/after NMS")
     e.add_argument("--images-json", default=None, metavar="FILE",
                    help="a COCO file whose images[] map image ids to file names (default: --gt's, else 12-digit names)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, outputs=[("-o", "output", "file"), ("--pre-nms", "pre_nms", "file"),
+                                      ("--render", "render", "folder")])
 
 
 def _model(args):
@@ -121,8 +122,6 @@ def run(args) -> int:
         raise CommandError(f"--device {args.device!r}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CommandError(f"--device {args.device!r}: torch sees no CUDA device")
-    if args.render and os.path.exists(args.render) and not os.path.isdir(args.render):
-        raise CommandError(f"--render {args.render!r} exists and is not a folder")
 
     dets = load_detections(args.detections, det_thresh=args.det_thresh)
     if not dets:

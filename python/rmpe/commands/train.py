@@ -49,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, outputs=[("--out", "out", "folder", ("last.pt", "history.json"))])
 
 
 def run(args) -> int:

@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--images", default=None, metavar="ID,ID,...",
                    help="tune on these image ids only (default: every image of the ground truth)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, outputs=[("-o", "output", "file")])
 
 
 def _ints(text, what):
