@@ -633,7 +633,7 @@ std::tuple<at::Tensor, at::Tensor> soft_oks_nms_cuda(const at::Tensor& poses, co
                                                      int64_t max_dets, bool linear) {
   const char* op = "rmpe_ext::soft_oks_nms";
   const Params p = check_args(op, poses, joint_scores, boxes, scores, image_index, kOks, params, sigmas);
-  check_max_dets(op, max_dets);
+  check_soft_oks(op, p, max_dets, linear);
   cuda::DeviceGuard guard(poses.device());
   std::tuple<at::Tensor, at::Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(poses.scalar_type(), "soft_oks_nms_cuda", [&] {
