@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import numbers
 import os
 from typing import List, NamedTuple, Union
 
@@ -42,6 +43,20 @@ class Proposals(NamedTuple):
         return int(self.image_index.max()) + 1 if len(self.image_index) else 0
 
 
+def _number(v, n: int, field: str):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError(f"record {n}: {field!r} must be a number, got {v!r}")
+    return v
+
+
+def _int64(v, n: int, field: str) -> int:
+    """An id: integral and within int64 (a float like 785.5 would be truncated by the tensor)."""
+    integral = isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and float(v).is_integer())
+    if isinstance(v, bool) or not integral or not -2 ** 63 <= v <= 2 ** 63 - 1:
+        raise ValueError(f"record {n}: {field!r} must be a 64-bit integer, got {v!r}")
+    return int(v)
+
+
 def proposals_from_records(records: List[dict], keypoints_field: str = "keypoints",
                            box_field: str = "det_bbox") -> Proposals:
     """COCO keypoint result dicts (``image_id``, ``keypoints`` [3K], ``score``, and a box
@@ -58,20 +73,31 @@ def proposals_from_records(records: List[dict], keypoints_field: str = "keypoint
             if field not in r:
                 raise ValueError(f"record {n}: missing field {field!r}")
         box = r.get(box_field, r.get("bbox"))
-        if box is None or len(box) != 4:
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
             raise ValueError(f"record {n}: needs a 4-number xywh box in {box_field!r} or 'bbox'")
         kp = r[keypoints_field]
-        if len(kp) % 3 or (K is not None and len(kp) != 3 * K):
+        if not isinstance(kp, (list, tuple)):
+            raise ValueError(f"record {n}: {keypoints_field!r} must be a list of numbers, got {kp!r}"[:300])
+        if not kp or len(kp) % 3 or (K is not None and len(kp) != 3 * K):
             raise ValueError(f"record {n}: {keypoints_field!r} has {len(kp)} numbers, expected 3 * K"
                              + (f" = {3 * K}" if K else ""))
         K = len(kp) // 3
         kps.append(kp)
         boxes.append(box)
-        box_scores.append(r.get("det_score", r["score"]))
-        scores.append(r["score"])
-        ids.append(r["image_id"])
-    kp = torch.tensor(kps, dtype=torch.float32).view(-1, K, 3)
-    b = torch.tensor(boxes, dtype=torch.float32)
+        box_scores.append(_number(r.get("det_score", r["score"]), n, "det_score" if "det_score" in r else "score"))
+        scores.append(_number(r["score"], n, "score"))
+        ids.append(_int64(r["image_id"], n, "image_id"))
+    try:
+        kp = torch.tensor(kps, dtype=torch.float32).view(-1, K, 3)
+        b = torch.tensor(boxes, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):  # a value that is not a number: name the first one
+        for n, r in enumerate(records):
+            field = box_field if box_field in r else "bbox"
+            for name, values, what in ((keypoints_field, r[keypoints_field], "a list of numbers"),
+                                       (field, r[field], "a list of 4 numbers")):
+                if not all(isinstance(v, numbers.Real) for v in values):
+                    raise ValueError(f"record {n}: {name!r} must be {what}, got {values!r}"[:300]) from None
+        raise
     b = torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
     image_ids = torch.tensor(ids, dtype=torch.long)
     order = {}  # image index in order of first appearance

@@ -62,11 +62,12 @@ def load_persons(coco_json, images_dir, min_keypoints: int = 1, image_ids: Optio
     """The non-crowd persons of a COCO keypoint file with at least ``min_keypoints`` labelled joints and
     a box whose sides are at least ``min_box_side`` px, from images present in ``images_dir``
     (``image_ids`` narrows them), in file order. Missing fields raise naming the annotation."""
-    from .io import read_json
+    from .io import check_coco, read_json
 
     gt = read_json(coco_json, "COCO keypoint file")
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
         raise ValueError(f"{os.fspath(coco_json)!r} is not a COCO annotation file (needs 'images' and 'annotations')")
+    check_coco(gt, f"COCO keypoint file {os.fspath(coco_json)!r}")  # objects, 64-bit ids, numbers where numbers go
     if not os.path.isdir(images_dir):
         raise FileNotFoundError(f"images folder {os.fspath(images_dir)!r} does not exist")
     wanted = None if image_ids is None else {int(i) for i in image_ids}

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from .io import read_json
+from .io import json_int, read_json
 
 __all__ = ["FrameBoxes", "load_detections", "detections_from_records", "as_frame_boxes", "image_files",
            "load_image", "IMAGE_EXTENSIONS"]
@@ -108,10 +108,7 @@ def detections_from_records(records: Iterable[dict], det_thresh: float = 0.0, pe
         box, score = _record_box(r, n, what)
         if "image_id" not in r:
             raise ValueError(f"{what}: record {n}: missing field 'image_id'")
-        try:
-            image_id = int(r["image_id"])
-        except (TypeError, ValueError):
-            raise ValueError(f"{what}: record {n}: 'image_id' must be an integer, got {r['image_id']!r}") from None
+        image_id = json_int(r["image_id"], f"{what}: record {n}: 'image_id'")  # 785.5 is not 785
         cat = r.get("category_id", person_category)
         lst = per.setdefault(image_id, [])
         if cat == person_category and score >= det_thresh:
@@ -168,13 +165,13 @@ def image_files(images_dir: Union[str, os.PathLike], image_ids: Iterable[int],
     names: Dict[int, str] = {}
     if images_json is not None:
         doc = images_json if isinstance(images_json, dict) else read_json(images_json, "images file")
-        src = "the images file" if not isinstance(images_json, dict) else "images_json"
+        src = f"images file {os.fspath(images_json)!r}" if not isinstance(images_json, dict) else "images_json"
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise ValueError(f"{src} needs an 'images' list of {{id, file_name}}")
         for n, im in enumerate(doc["images"]):
             if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
                 raise ValueError(f"{src}: images[{n}] needs the fields 'id' and 'file_name'")
-            names[int(im["id"])] = os.path.basename(str(im["file_name"]))
+            names[json_int(im["id"], f"{src}: images[{n}]: 'id'")] = os.path.basename(str(im["file_name"]))
     out: Dict[int, pathlib.Path] = {}
     missing: List[str] = []
     for i in ids:

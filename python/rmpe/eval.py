@@ -27,13 +27,19 @@ def load_gt(gt: Union[str, os.PathLike, dict, Any]):
     """A pycocotools ``COCO`` from a path, an annotation dict, or a ``COCO`` (returned as is)."""
     from pycocotools.coco import COCO
 
+    from .io import check_coco, read_json
+
     if isinstance(gt, COCO):
         return gt
+    what = "ground truth"
     if isinstance(gt, (str, os.PathLike)):
-        from .io import read_json
+        what = f"ground-truth file {os.fspath(gt)!r}"
         gt = read_json(gt, "ground-truth file")
     if not isinstance(gt, dict) or "annotations" not in gt or "images" not in gt:
         raise ValueError("ground truth must be a COCO annotation dict with 'images' and 'annotations'")
+    # what pycocotools' index reads (it raises KeyError/TypeError on anything else)
+    check_coco(gt, what, require={"images": ("id",), "annotations": ("id", "image_id", "category_id"),
+                                  "categories": ("id",)})
     coco = COCO()
     coco.dataset = copy.deepcopy(gt)
     coco.dataset.setdefault("categories", [{"id": 1, "name": "person", "supercategory": "person"}])
@@ -44,18 +50,28 @@ def load_gt(gt: Union[str, os.PathLike, dict, Any]):
 
 def to_coco_results(records: Iterable[dict]) -> List[dict]:
     """Keeps only what COCOeval reads (and copies, so the caller's dicts are left alone)."""
+    from .io import json_int, json_number
+
     out = []
     for n, r in enumerate(records):
         for field in ("image_id", "keypoints", "score"):
             if field not in r:
                 raise ValueError(f"result {n}: missing field {field!r}")
-        kp = np.asarray(r["keypoints"], dtype=np.float64).ravel()
+        kp = r["keypoints"]
+        try:  # a list, or an array from the caller
+            kp = np.asarray(kp, dtype=np.float64).ravel() if isinstance(kp, (list, tuple, np.ndarray)) else None
+        except (TypeError, ValueError):
+            kp = None
+        if kp is None:
+            raise ValueError(f"result {n}: 'keypoints' must be a list of numbers, got {r['keypoints']!r}"[:300])
         if kp.size % 3:
             raise ValueError(f"result {n}: 'keypoints' has {kp.size} numbers, not a multiple of 3")
-        if not np.isfinite(kp).all() or not np.isfinite(float(r["score"])):
+        score = json_number(r["score"], f"result {n}: 'score'", finite=False)
+        if not np.isfinite(kp).all() or not np.isfinite(score):
             raise ValueError(f"result {n}: non-finite keypoints or score")
-        out.append({"image_id": int(r["image_id"]), "category_id": int(r.get("category_id", 1)),
-                    "keypoints": kp.tolist(), "score": float(r["score"])})
+        out.append({"image_id": json_int(r["image_id"], f"result {n}: 'image_id'"),
+                    "category_id": json_int(r.get("category_id", 1), f"result {n}: 'category_id'"),
+                    "keypoints": kp.tolist(), "score": score})
     return out
 
 

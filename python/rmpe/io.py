@@ -1,13 +1,15 @@
 """File helpers shared by the command line and the library: atomic writes, output paths checked before the
-work, JSON loading with clear errors."""
+work, JSON loading with clear errors (files, values, COCO annotation documents)."""
 from __future__ import annotations
 
 import contextlib
 import gzip
 import json
+import math
+import numbers
 import os
 import tempfile
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -50,7 +52,7 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
     try:
         with opener(path, "rt") as f:
             return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError) as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
         raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from None
 
 
@@ -120,3 +122,110 @@ def check_output_paths(outputs: Iterable[tuple]) -> None:
         if key in seen:
             raise ValueError(f"{seen[key]} and {what} name the same {'folder' if folder else 'file'} {path!r}")
         seen[key] = what
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON values and COCO annotation documents
+
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _a(obj: Any) -> str:
+    name = type(obj).__name__
+    return ("an " if name[:1] in "aeiou" else "a ") + name
+
+
+def json_int(value: Any, what: str) -> int:
+    """``value`` (a JSON number) as an int; ``ValueError`` ("``what`` must be a 64-bit integer, got ...")
+    unless it is integral and fits in int64 (ids go into int64 tensors)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        v = int(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        v = int(value)
+    else:
+        raise ValueError(f"{what} must be a 64-bit integer, got {value!r}")
+    if not _INT64[0] <= v <= _INT64[1]:
+        raise ValueError(f"{what} must be a 64-bit integer, got {value!r}")
+    return v
+
+
+def json_number(value: Any, what: str, finite: bool = True) -> float:
+    """``value`` as a float; ``ValueError`` ("``what`` must be a (finite) number, got ...") for anything
+    else (None, strings, lists, booleans) and, with ``finite``, NaN and infinities."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    try:
+        v = float(value) if ok else math.nan
+    except OverflowError:  # an integer beyond float's range
+        ok, v = False, math.nan
+    if not ok or (finite and not math.isfinite(v)):
+        raise ValueError(f"{what} must be a {'finite ' if finite else ''}number, got {value!r}")
+    return v
+
+
+def json_numbers(value: Any, what: str, size: Optional[int] = None) -> list:
+    """A JSON list of finite numbers (of ``size`` numbers when given); ``ValueError`` naming ``what``."""
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    if ok:
+        try:
+            ok = all(math.isfinite(v) for v in value)
+        except OverflowError:
+            ok = False
+    if not ok or (size is not None and len(value) != size):
+        n = "" if size is None else f" {size}"
+        raise ValueError(f"{what} must be a list of{n} finite numbers, got {value!r}"[:300])
+    return list(value)
+
+
+def check_coco(doc: Any, what: str, require: Optional[dict] = None, num_joints: Optional[int] = None) -> None:
+    """Checks a COCO annotation document before it is indexed: ``images``, ``annotations`` (and
+    ``categories`` when present) are lists of objects; ids are 64-bit integers; and, where present, an
+    annotation's ``bbox`` is 4 finite numbers, ``keypoints`` a list of 3K finite numbers (K =
+    ``num_joints`` when given), ``area`` and ``num_keypoints`` numbers, ``iscrowd`` 0 or 1, an image's
+    ``file_name`` a string. ``require`` maps a section to the fields each of its entries must have.
+    Raises ``ValueError`` naming ``what`` (the file), the entry and the field."""
+    require = require or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} must be a COCO annotation object, got {_a(doc)}")
+    for section in ("images", "annotations", "categories"):
+        if section not in doc and section == "categories":
+            continue
+        entries = doc.get(section)
+        if not isinstance(entries, list):
+            raise ValueError(f"{what}: {section!r} must be a list, got {_a(entries)}")
+        for n, e in enumerate(entries):
+            where = f"{what}: {section}[{n}]"
+            if not isinstance(e, dict):
+                raise ValueError(f"{where} is {_a(e)}, not an object")
+            for field in require.get(section, ()):
+                if field not in e:
+                    raise ValueError(f"{where} has no {field!r}")
+            for field in ("id", "image_id", "category_id"):
+                if field in e:
+                    json_int(e[field], f"{where}: {field!r}")
+            if section == "images" and "file_name" in e and not isinstance(e["file_name"], str):
+                raise ValueError(f"{where}: 'file_name' must be a string, got {e['file_name']!r}")
+            if section != "annotations":
+                continue
+            if "bbox" in e:
+                try:
+                    json_numbers(e["bbox"], "", 4)
+                except ValueError:
+                    raise ValueError(f"{where}: 'bbox' must be a list of 4 finite numbers, got {e['bbox']!r}") from None
+            if "keypoints" in e:
+                kp = e["keypoints"]
+                try:
+                    json_numbers(kp, "")
+                except ValueError:
+                    msg = f"{where}: 'keypoints' must be a list of finite numbers, got {kp!r}"
+                    raise ValueError(msg[:300]) from None
+                if num_joints is not None and len(kp) != 3 * num_joints:
+                    raise ValueError(f"{where}: 'keypoints' has {len(kp)} numbers, expected {3 * num_joints} "
+                                     f"({num_joints} joints)")
+                if len(kp) % 3:
+                    raise ValueError(f"{where}: 'keypoints' has {len(kp)} numbers, not a multiple of 3")
+            for field in ("area", "num_keypoints"):
+                if field in e:
+                    json_number(e[field], f"{where}: {field!r}")
+            if "iscrowd" in e and e["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
+                raise ValueError(f"{where}: 'iscrowd' must be 0 or 1, got {e['iscrowd']!r}")

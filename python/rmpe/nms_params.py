@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
+import typing
 from typing import Any, Dict, Optional, Tuple, Union
 
 from rmpe_ext.ops import AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
@@ -43,9 +45,44 @@ METHODS = {"alphapose": AlphaPoseNMSParams, "paper": PaperNMSParams, "oks": OKSN
 Params = Union[AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams, SoftOKSNMSParams]
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+# what each annotation of the parameter classes accepts, and how an error names it
+_KINDS = {bool: (lambda v: isinstance(v, bool), "true or false"),
+          int: (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
+          float: (_is_number, "a number"),
+          Optional[float]: (lambda v: v is None or _is_number(v), "a number or null"),
+          Optional[Tuple[float, ...]]: (lambda v: v is None or (isinstance(v, (list, tuple))
+                                                                and all(map(_is_number, v))),
+                                        "a list of numbers or null")}
+
+
+def _check_ranges(params: Params) -> None:
+    """The ranges the kernels accept (their own checks, run on no poses): ValueError with their message."""
+    import torch
+
+    from rmpe_ext import ops
+
+    K = 17 if getattr(params, "sigmas", None) is None else len(params.sigmas)
+    empty = (torch.zeros(0, K, 2), torch.zeros(0, K), torch.zeros(0, 4))
+    try:
+        if params.method == "soft-oks":
+            ops.soft_oks_nms(*empty, torch.zeros(0), thresh=params.thresh, max_dets=params.max_dets,
+                             linear=params.linear)
+        else:
+            ops.pose_nms(*empty, method=params.method, params=params)
+    except (RuntimeError, ValueError) as e:  # "rmpe_ext::pose_nms: params.sigma1 must be > 0 and finite, got -1"
+        msg = str(e).split(": ", 1)[1] if str(e).startswith("rmpe_ext::") else str(e)
+        msg = msg[len("params."):] if msg.startswith("params.") else msg
+        raise ValueError(f"{params.method} NMS parameter {msg}") from None
+
+
 def make_params(method: str, values: Optional[Dict[str, Any]] = None) -> Params:
-    """The parameter object of ``method`` with ``values`` over its defaults; unknown fields are an error."""
-    if method not in METHODS:
+    """The parameter object of ``method`` with ``values`` over its defaults; unknown fields, values of the
+    wrong type (a string for a number) and values out of the kernels' ranges are errors (ValueError)."""
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     cls = METHODS[method]
     values = dict(values or {})
@@ -53,12 +90,18 @@ def make_params(method: str, values: Optional[Dict[str, Any]] = None) -> Params:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {method} NMS parameter(s) {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
     for k, v in values.items():
+        ok, kind = _KINDS[hints[k]]
+        if not ok(v):
+            raise ValueError(f"{method} NMS parameter {k!r} must be {kind}, got {v!r}")
         if isinstance(v, float) and math.isnan(v):
             raise ValueError(f"{method} NMS parameter {k!r} is NaN")
     if "sigmas" in values and values["sigmas"] is not None:
         values["sigmas"] = tuple(float(s) for s in values["sigmas"])
-    return cls(**values)
+    params = cls(**values)
+    _check_ranges(params)
+    return params
 
 
 def params_to_json(params: Params) -> Dict[str, Any]:

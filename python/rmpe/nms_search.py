@@ -219,6 +219,10 @@ def apply_nms(props: Proposals, method: str, params=None, scoring: Optional[Scor
         params = make_params(method, params)
     if getattr(params, "method", None) != method:
         raise ValueError(f"params are for method {getattr(params, 'method', None)!r}, not {method!r}")
+    K = props.poses.shape[1]
+    if getattr(params, "sigmas", None) is not None and len(params.sigmas) != K:
+        raise ValueError(f"{method} NMS parameter 'sigmas' holds {len(params.sigmas)} sigmas, the proposals have "
+                         f"{K} joints")
     from rmpe_ext import ops
 
     rank = _rank_scores(props, scoring.rank)
@@ -333,7 +337,6 @@ class KeypointAP:
         from .eval import load_gt
 
         self.coco = load_gt(gt)
-        _check_keypoint_gt(self.coco)
         known = sorted(self.coco.getImgIds())
         self._known = set(known)
         if image_ids is None:
@@ -353,6 +356,8 @@ class KeypointAP:
             p.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         self.sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64)
         self.num_joints = len(p.kpt_oks_sigmas)
+        what = f"ground-truth file {os.fspath(gt)!r}" if isinstance(gt, (str, os.PathLike)) else "ground truth"
+        _check_keypoint_gt(self.coco, self.num_joints, what)
         self._params = p
         self._cache: Dict[tuple, np.ndarray] = {}
         self._eval_cls = _cached_oks_eval_class()
@@ -401,7 +406,9 @@ class KeypointAP:
         return coco_keypoint_eval(self.coco, results, image_ids=self.image_ids, sigmas=self.sigmas)
 
 
-def _check_keypoint_gt(coco) -> None:
+def _check_keypoint_gt(coco, num_joints: int, what: str = "ground truth") -> None:
+    from .io import check_coco
+
     anns = coco.dataset.get("annotations", [])
     if not anns:
         raise ValueError("ground truth has no annotations")
@@ -410,6 +417,7 @@ def _check_keypoint_gt(coco) -> None:
             if field not in a:
                 raise ValueError(f"ground-truth annotation {n}: missing field {field!r} (a keypoint "
                                  "ground truth needs image_id, keypoints, num_keypoints, bbox, area, iscrowd, id)")
+    check_coco(coco.dataset, what, num_joints=num_joints)  # field types, and the joint count of the OKS sigmas
 
 
 # ---------------------------------------------------------------------------------------------------------

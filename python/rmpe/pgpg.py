@@ -67,7 +67,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .io import atomic_path, read_json
+from .io import atomic_path, json_number, read_json
 
 __all__ = ["PGPG", "load_default", "NO_ATOM", "NUM_JOINTS", "COCO_SKELETON", "align_pose", "torso",
            "box_offsets", "offsets_to_boxes", "match_detections", "matched_pairs", "cross_validate", "DEFAULT_MODEL"]
@@ -206,6 +206,15 @@ def _person_category(gt: Dict[str, Any]) -> Optional[int]:
     return None
 
 
+def _floats(value: Any) -> np.ndarray:
+    """A JSON list as a flat float64 array; NaN (then rejected with the field's message) where it holds
+    anything else (strings, nested lists of other lengths)."""
+    try:
+        return np.array(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return np.array([np.nan])
+
+
 def _parse_gt(gt: Dict[str, Any]) -> Dict[Any, List[Dict[str, Any]]]:
     """-> image_id -> list of {'id', 'box' xywh [4], 'crowd' bool, 'kp' [17, 3] or None}."""
     person = _person_category(gt)
@@ -219,13 +228,13 @@ def _parse_gt(gt: Dict[str, Any]) -> Dict[Any, List[Dict[str, Any]]]:
         for field in ("image_id", "bbox"):
             if field not in a:
                 raise ValueError(f"gt annotation {aid} has no {field!r} field")
-        box = np.array(a["bbox"], dtype=np.float64).reshape(-1)
+        box = _floats(a["bbox"])
         if box.shape != (4,) or not np.isfinite(box).all():
             raise ValueError(f"gt annotation {aid}: 'bbox' must be 4 finite numbers (x, y, w, h), got {a['bbox']}")
         crowd = bool(a.get("iscrowd", 0))
         kp = None
         if not crowd and "keypoints" in a:
-            flat = np.array(a["keypoints"], dtype=np.float64).reshape(-1)
+            flat = _floats(a["keypoints"])
             if flat.size != NUM_JOINTS * 3:
                 raise ValueError(f"gt annotation {aid}: 'keypoints' must hold 17 x 3 = 51 numbers (COCO-17), "
                                  f"got {flat.size}")
@@ -254,10 +263,10 @@ def _parse_dets(detections: Union[PathLike, Sequence[Dict[str, Any]]], person: O
                 raise ValueError(f"detection #{i} has no {field!r} field")
         if person is not None and "category_id" in d and d["category_id"] != person:
             continue
-        box = np.array(d["bbox"], dtype=np.float64).reshape(-1)
+        box = _floats(d["bbox"])
         if box.shape != (4,) or not np.isfinite(box).all():
             raise ValueError(f"detection #{i}: 'bbox' must be 4 finite numbers (x, y, w, h), got {d['bbox']}")
-        score = float(d["score"])
+        score = json_number(d["score"], f"detection #{i}: 'score'", finite=False)
         if not np.isfinite(score):
             raise ValueError(f"detection #{i}: 'score' is not finite")
         out.setdefault(d["image_id"], []).append((score, i, box))

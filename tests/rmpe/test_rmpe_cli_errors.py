@@ -237,6 +237,201 @@ def test_sigterm_handler_is_restored(tmp_path, capsys):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+# ------------------------------------------------------------------ the reported input cases
+
+def test_params_file_with_a_non_numeric_value(tmp_path, capsys, w):
+    # was: a torch cast error ("Expected a value of type 'List[float]'"), traceback, exit 1
+    p = w("p.json", {"method": "paper", "params": {"eta": "abc"}})
+    fails(capsys, ["nms", PROPOSALS, "-o", str(tmp_path / "o.json"), "--params", p],
+          "NMS parameters file", "p.json", "'eta' must be a number, got 'abc'", folder=tmp_path)
+    fails(capsys, ["tune-nms", PROPOSALS, GT, "-o", str(tmp_path / "o.json"), "--start", p, "--quiet"],
+          "p.json", "'eta' must be a number", folder=tmp_path)
+    fails(capsys, ["run", str(COCO4), DETS, "-o", str(tmp_path / "o.json"), "--nms-params", p],
+          "p.json", "'eta' must be a number", folder=tmp_path)
+
+
+def test_16_joint_ground_truth(tmp_path, capsys, w, gt_dev):
+    # was: "operands could not be broadcast together with shapes (17,) (16,)", blamed on the results file
+    gt16 = w("gt16.json", dict(gt_dev, annotations=[dict(a, keypoints=a["keypoints"][:48])
+                                                     for a in gt_dev["annotations"]]))
+    match = ("gt16.json", "'keypoints' has 48 numbers", "17 joints")
+    fails(capsys, ["nms", PROPOSALS, "-o", str(tmp_path / "o.json"), "--gt", gt16], *match, folder=tmp_path)
+    fails(capsys, ["eval", PROPOSALS, gt16], *match)
+    fails(capsys, ["tune-nms", PROPOSALS, gt16, "-o", str(tmp_path / "o.json"), "--quiet"], *match, folder=tmp_path)
+
+
+def test_16_joint_ground_truth_in_run(tmp_path, capsys, w, gt4):
+    gt16 = w("gt16.json", dict(gt4, annotations=[dict(a, keypoints=a["keypoints"][:48]) for a in gt4["annotations"]]))
+    fails(capsys, ["run", str(COCO4), DETS, "-o", str(tmp_path / "o.json"), "--gt", gt16],
+          "gt16.json", "'keypoints' has 48 numbers", "17 joints", folder=tmp_path)
+
+
+def test_null_score(tmp_path, capsys, w, records):
+    # was: "Could not infer dtype of NoneType"
+    f = w("a.json", [records[0], dict(records[1], score=None)])
+    fails(capsys, ["nms", f, "-o", str(tmp_path / "o.json")], "a.json", "record 1: 'score' must be a number, got None",
+          folder=tmp_path)
+    fails(capsys, ["tune-nms", f, GT, "-o", str(tmp_path / "o.json"), "--quiet"], "record 1: 'score' must be a number",
+          folder=tmp_path)
+    # was: "float() argument must be a string or a real number, not 'NoneType'"
+    fails(capsys, ["eval", f, GT], "a.json", "result 1: 'score' must be a number, got None")
+
+
+def test_huge_image_id(tmp_path, capsys, w, records, gt4):
+    # was: "Overflow when unpacking long long" (rmpe train)
+    big = w("big.json", dict(gt4, images=[dict(i, id=1e30) for i in gt4["images"]],
+                             annotations=[dict(a, image_id=1e30) for a in gt4["annotations"]]))
+    fails(capsys, ["train", "--data", big, "--images", str(COCO4), "--epochs", "1"], "big.json",
+          "images[0]: 'id' must be a 64-bit integer, got 1e+30")
+    # was: "value cannot be converted to type int64 without overflow"
+    fails(capsys, ["nms", w("p.json", [dict(records[0], image_id=1e30)]), "-o", str(tmp_path / "o.json")],
+          "p.json", "record 0: 'image_id' must be a 64-bit integer, got 1e+30")
+    fails(capsys, ["nms", w("q.json", "[" + json.dumps(records[0]).replace(
+        f'"image_id": {records[0]["image_id"]}', '"image_id": 100000000000000000000000000000') + "]"),
+        "-o", str(tmp_path / "o.json")], "record 0: 'image_id' must be a 64-bit integer")
+    fails(capsys, ["eval", w("r.json", [dict(records[0], image_id=1e30)]), GT], "r.json",
+          "result 0: 'image_id' must be a 64-bit integer, got 1e+30")
+    fails(capsys, ["run", str(COCO4), w("d.json", [{"image_id": 1e30, "bbox": [1, 2, 3, 4], "score": 1}]),
+                   "-o", str(tmp_path / "o.json")], "d.json", "record 0: 'image_id' must be a 64-bit integer")
+
+
+# ------------------------------------------------------------------ more bad inputs, found by trying each command
+
+def test_params_file_values(tmp_path, capsys, w):
+    out = str(tmp_path / "o.json")
+    cases = [
+        ({"method": "paper", "params": {"eta": None}}, "'eta' must be a number, got None"),
+        ({"method": "paper", "params": {"eta": [1]}}, "'eta' must be a number, got [1]"),
+        ({"method": "paper", "params": {"merge": 3}}, "'merge' must be true or false, got 3"),
+        ({"method": "soft-oks", "params": {"max_dets": 2.5}}, "'max_dets' must be an integer, got 2.5"),
+        ({"method": "oks", "params": {"sigmas": "ab"}}, "'sigmas' must be a list of numbers"),
+        ({"method": "oks", "params": {"vis_thresh": "x"}}, "'vis_thresh' must be a number or null"),
+        # out of range: was the kernel's RuntimeError, a traceback
+        ({"method": "paper", "params": {"sigma1": -1}}, "sigma1 must be > 0 and finite, got -1"),
+        ({"method": "alphapose", "params": {"delta2": 0}}, "delta2 must be > 0 and finite, got 0"),
+        ({"method": "soft-oks", "params": {"max_dets": -5}}, "max_dets must be >= 0, or -1 for no limit, got -5"),
+        ({"method": "soft-oks", "params": {"thresh": 0}}, "thresh must be > 0"),
+        ({"method": "oks", "params": {"sigmas": [1, -2]}}, "sigmas must be positive and finite"),
+        ({"method": ["paper"], "params": {}}, "method must be one of"),
+    ]
+    for n, (doc, match) in enumerate(cases):
+        p = w(f"p{n}.json", doc)
+        fails(capsys, ["nms", PROPOSALS, "-o", out, "--params", p], f"p{n}.json", match, folder=tmp_path)
+    p = w("start.json", {"method": "paper", "params": {"sigma1": 0}})
+    fails(capsys, ["tune-nms", PROPOSALS, GT, "-o", out, "--start", p, "--quiet"], "start.json",
+          "sigma1 must be > 0", folder=tmp_path)
+    # sigmas for another joint count than the proposals' (was the kernel's RuntimeError)
+    p = w("s.json", {"method": "oks", "params": {"sigmas": [0.05] * 16}})
+    fails(capsys, ["nms", PROPOSALS, "-o", out, "--params", p], "16 sigmas", "17 joints", folder=tmp_path)
+
+
+def test_proposals_field_types(tmp_path, capsys, w, records):
+    r = records[0]
+    out = str(tmp_path / "o.json")
+    cases = [
+        (dict(r, image_id=785.5), "record 0: 'image_id' must be a 64-bit integer, got 785.5"),  # was: 785
+        (dict(r, image_id="x"), "record 0: 'image_id' must be a 64-bit integer, got 'x'"),
+        (dict(r, score="x"), "record 0: 'score' must be a number, got 'x'"),
+        (dict(r, det_score=None), "record 0: 'det_score' must be a number, got None"),
+        (dict(r, keypoints=None), "record 0: 'keypoints' must be a list of numbers, got None"),
+        (dict(r, keypoints="abc"), "record 0: 'keypoints' must be a list of numbers, got 'abc'"),
+        (dict(r, keypoints=[None] * 51), "record 0: 'keypoints' must be a list of numbers"),
+        (dict(r, keypoints=[]), "record 0: 'keypoints' has 0 numbers"),
+        (dict(r, det_bbox=5), "record 0: needs a 4-number xywh box"),
+        (dict(r, det_bbox="abcd"), "record 0: needs a 4-number xywh box"),
+        (dict(r, det_bbox=list("abcd")), "record 0: 'det_bbox' must be a list of 4 numbers, got ['a', 'b', 'c', 'd']"),
+    ]
+    for n, (rec, match) in enumerate(cases):
+        fails(capsys, ["nms", w(f"p{n}.json", [rec]), "-o", out], f"p{n}.json", match, folder=tmp_path)
+
+
+def test_ground_truth_structure(tmp_path, capsys, w, gt_dev):
+    """What pycocotools indexes or evaluates, checked first (was: KeyError, TypeError, IndexError
+    tracebacks, or a pycocotools message blamed on the results file)."""
+    anns = gt_dev["annotations"]
+    cases = [
+        (dict(gt_dev, images=[{"file_name": "x.jpg"}]), "images[0] has no 'id'"),
+        (dict(gt_dev, images=[1, 2]), "images[0] is an int, not an object"),
+        (dict(gt_dev, annotations=["x"]), "annotations[0] is a str, not an object"),
+        (dict(gt_dev, annotations=[{k: v for k, v in a.items() if k != "category_id"} for a in anns]),
+         "annotations[0] has no 'category_id'"),
+        (dict(gt_dev, categories=[1]), "categories[0] is an int, not an object"),
+        (dict(gt_dev, annotations=[dict(a, keypoints=None) for a in anns]),
+         "annotations[0]: 'keypoints' must be a list of finite numbers, got None"),
+        (dict(gt_dev, annotations=[dict(a, keypoints="abc") for a in anns]), "'keypoints' must be a list of finite"),
+        (dict(gt_dev, annotations=[dict(a, bbox=None) for a in anns]),
+         "annotations[0]: 'bbox' must be a list of 4 finite numbers, got None"),
+        (dict(gt_dev, annotations=[dict(a, area="x") for a in anns]),
+         "annotations[0]: 'area' must be a finite number, got 'x'"),
+        (dict(gt_dev, annotations=[dict(a, iscrowd="x") for a in anns]), "annotations[0]: 'iscrowd' must be 0 or 1"),
+        (dict(gt_dev, annotations=[dict(a, image_id="x") for a in anns]),
+         "annotations[0]: 'image_id' must be a 64-bit integer, got 'x'"),
+        (dict(gt_dev, annotations=[dict(a, num_keypoints=None) for a in anns]),
+         "'num_keypoints' must be a finite number"),
+    ]
+    for n, (doc, match) in enumerate(cases):
+        g = w(f"g{n}.json", doc)
+        fails(capsys, ["eval", PROPOSALS, g], f"g{n}.json", match)
+    g = w("g.json", dict(gt_dev, images=[1]))
+    fails(capsys, ["nms", PROPOSALS, "-o", str(tmp_path / "o.json"), "--gt", g], "g.json", "images[0]",
+          folder=tmp_path)
+
+
+def test_results_field_types(tmp_path, capsys, w, records):
+    r = records[0]
+    cases = [
+        (dict(r, image_id=785.5), "result 0: 'image_id' must be a 64-bit integer, got 785.5"),  # was: scored as 785
+        (dict(r, category_id="x"), "result 0: 'category_id' must be a 64-bit integer, got 'x'"),
+        (dict(r, keypoints=None), "result 0: 'keypoints' must be a list of numbers, got None"),
+        (dict(r, keypoints="abc"), "result 0: 'keypoints' must be a list of numbers, got 'abc'"),
+    ]
+    for n, (rec, match) in enumerate(cases):
+        fails(capsys, ["eval", w(f"r{n}.json", [rec]), GT], f"r{n}.json", match)
+
+
+def test_run_inputs(tmp_path, capsys, w, gt4):
+    out = str(tmp_path / "o.json")
+    run = ["run", str(COCO4)]
+    det = {"image_id": 785, "bbox": [1, 2, 30, 40], "score": 0.9}
+    # an image id that is not an integer was read as 785
+    fails(capsys, run + [w("d1.json", [dict(det, image_id=785.5)]), "-o", out], "d1.json",
+          "record 0: 'image_id' must be a 64-bit integer, got 785.5", folder=tmp_path)
+    # --images-json holding a list (was: TypeError traceback), an id that is not a number
+    fails(capsys, run + [DETS, "-o", out, "--images-json", w("ij.json", [])], "ij.json", "'images' list",
+          folder=tmp_path)
+    ij2 = w("ij2.json", dict(gt4, images=[dict(i, id="x") for i in gt4["images"]]))
+    fails(capsys, run + [DETS, "-o", out, "--images-json", ij2], "ij2.json",
+          "images[0]: 'id' must be a 64-bit integer, got 'x'", folder=tmp_path)
+
+
+def test_train_inputs(tmp_path, capsys, w, gt4):
+    base = ["train", "--images", str(COCO4), "--epochs", "1"]
+    anns = gt4["annotations"]
+    cases = [
+        (dict(gt4, annotations=["x"]), "annotations[0] is a str, not an object"),  # was: AttributeError
+        (dict(gt4, annotations=[dict(a, bbox=None) for a in anns]),
+         "'bbox' must be a list of 4 finite numbers, got None"),
+        (dict(gt4, annotations=[dict(a, bbox="abcd") for a in anns]), "'bbox' must be a list of 4 finite numbers"),
+        (dict(gt4, annotations=[dict(a, keypoints=["x"] * 51) for a in anns]), "'keypoints' must be a list of finite"),
+        (dict(gt4, images=[dict(i, file_name=None) for i in gt4["images"]]), "images[0]: 'file_name' must be a string"),
+        (dict(gt4, images=[dict(i, id="x") for i in gt4["images"]]), "images[0]: 'id' must be a 64-bit integer"),
+    ]
+    for n, (doc, match) in enumerate(cases):
+        fails(capsys, base + ["--data", w(f"t{n}.json", doc)], f"t{n}.json", match)
+
+
+def test_fit_pgpg_inputs(tmp_path, capsys, w):
+    out = str(tmp_path / "m.npz")
+    base = ["-o", out, "-q", "--atoms", "2", "--min-atom-samples", "1"]
+    det = {"image_id": 785, "bbox": [1, 2, 3, 4], "score": 1}
+    # was: TypeError traceback
+    fails(capsys, ["fit-pgpg", GT4, w("d1.json", [dict(det, score=None)])] + base,
+          "detection #0: 'score' must be a number, got None", folder=tmp_path)
+    # was: "could not convert string to float: 'abcd'", naming neither detection nor field
+    fails(capsys, ["fit-pgpg", GT4, w("d2.json", [dict(det, bbox="abcd")])] + base,
+          "detection #0: 'bbox' must be 4 finite numbers", folder=tmp_path)
+
+
 # ------------------------------------------------------------------ bugs stay visible
 
 def test_unknown_errors_still_show_a_traceback(tmp_path, monkeypatch):

@@ -105,8 +105,12 @@ def test_failed_runs_leave_nothing(tmp_path, scripted, capsys):
     _fails(["run", str(imgs), str(bad)] + common, capsys, "record 0: missing field 'score'")
     # ids the ground truth lacks, a conflicting NMS, a bad batch size, a missing model
     gt = tmp_path / "gt.json"
-    gt.write_text(json.dumps({"images": [{"id": 785, "file_name": "000000000785.jpg"}], "annotations": []}))
+    one = next(a for a in json.loads(GT.read_text())["annotations"] if a["image_id"] == 785)
+    gt.write_text(json.dumps({"images": [{"id": 785, "file_name": "000000000785.jpg"}], "annotations": [one]}))
     _fails(["run", str(imgs), str(DETS), "--gt", str(gt)] + common, capsys, "not in the ground truth")
+    # a ground truth with nothing to score, as rmpe nms/eval/tune-nms say (before the work)
+    gt.write_text(json.dumps({"images": [{"id": 785, "file_name": "000000000785.jpg"}], "annotations": []}))
+    _fails(["run", str(imgs), str(DETS), "--gt", str(gt)] + common, capsys, "ground truth has no annotations")
     params = tmp_path / "nms.json"
     save_params(params, make_params("paper"))
     _fails(["run", str(imgs), str(DETS), "--nms", "oks", "--nms-params", str(params)] + common, capsys,

@@ -105,8 +105,8 @@ def run(args) -> int:
     from ..cli import CommandError
     from ..detections import image_files, load_detections, load_image
     from ..draw import draw_results, save_image
-    from ..eval import coco_keypoint_eval, load_gt
-    from ..io import read_json, write_json
+    from ..io import write_json
+    from ..nms_search import KeypointAP
     from ..pipeline import Pipeline, PipelineResult
 
     for name in ("batch_size", "frames_per_batch"):
@@ -126,14 +126,15 @@ def run(args) -> int:
     dets = load_detections(args.detections, det_thresh=args.det_thresh)
     if not dets:
         raise CommandError(f"detections file {args.detections!r} holds no detections")
-    gt = None
+    gt = evaluator = None
     if args.gt:
-        gt = load_gt(args.gt)
+        evaluator = KeypointAP(args.gt)  # checks the ground truth for keypoint evaluation
+        gt = evaluator.coco
         missing = sorted(set(dets) - set(gt.getImgIds()))
         if missing:
             raise CommandError(f"{len(missing)} image id(s) of the detections are not in the ground truth "
                                f"{args.gt!r}, e.g. {missing[0]}")
-    images_json = read_json(args.images_json, "images file") if args.images_json else (gt.dataset if gt else None)
+    images_json = args.images_json or (gt.dataset if gt else None)
     ids = list(dets)
     files = image_files(args.images_dir, ids, images_json)
     model = _model(args)
@@ -163,9 +164,9 @@ def run(args) -> int:
                 bar.update(len(chunk))
         result = PipelineResult.merge(parts)
         stats = stats_pre = None
-        if gt is not None:
-            stats_pre = coco_keypoint_eval(gt, result.pre_nms_results())
-            stats = coco_keypoint_eval(gt, result.results)
+        if evaluator is not None:
+            stats_pre = evaluator.stats(result.pre_nms_results())
+            stats = evaluator.stats(result.results)
         if args.pre_nms:
             write_json(args.pre_nms, result.pre_nms_results())
             wrote_pre = True
