@@ -119,6 +119,14 @@ def test_scan_agrees_with_the_cpu_under_every_schedule(emu, dev_proposals, sched
             assert torch.equal(cpu[0], cuda[0]) and torch.equal(cpu[3], cuda[3]), (method, rank)
 
 
+@pytest.mark.parametrize("schedule", ["lowest-first", "random:1", "random:2"])
+def test_the_restored_scan_race_is_caught(emu, dev_proposals, schedule):
+    configure(emu, schedule, mutants=["scan_race"])
+    with pytest.raises(RuntimeError, match=r"CUDA emulation: scan_kernel \(launched at csrc/cuda/pose_nms_cuda.cu:"
+                                           r"\d+\), block .*: (deadlock|warp \d+: lane \d+ (exited|calls __syncwarp))"):
+        emu.pose_nms(*nms_args(dev_proposals, "alphapose"))
+
+
 # ------------------------------------------------------------------ bug 2: the merge's order of summation
 
 

@@ -119,8 +119,15 @@ __global__ void mask_kernel(int64_t N, int64_t K, const T* __restrict__ xy, cons
 
 // The greedy pass over one image's bitmask, one warp per image (the warp of
 // the image's first sorted position). Lane u handles words u, u + 32, ... of
-// the removed set. Writes the picks at pick_local[b0 + slot], every pose's
-// slot at slot_local[position], the pick count at seg_count[b0].
+// the removed set: only it writes them (the pick's own bit included). Writes
+// the picks at pick_local[b0 + slot], every pose's slot at
+// slot_local[position], the pick count at seg_count[b0].
+//
+// Every lane reads word v of the removed set to decide whether pose la is a
+// pick; its owner writes that word in the same iteration. The __syncwarp
+// between the two keeps every lane's decision the same (without it, a lane
+// late to the read sees the pick's bit, skips the pick, and its count drifts
+// from the others': the warp then deadlocks at the next __syncwarp).
 __global__ void scan_kernel(int64_t N, const int64_t* __restrict__ order, const int64_t* __restrict__ seg_begin,
                             const int64_t* __restrict__ seg_end, int64_t W, const u64* __restrict__ mask,
                             bool quirks, u64* removed, int64_t* __restrict__ slot_local,
@@ -134,7 +141,8 @@ __global__ void scan_kernel(int64_t N, const int64_t* __restrict__ order, const 
     for (int64_t la = 0; la < n; ++la) {
       const int64_t v = la >> 6;
       const int bit = static_cast<int>(la & 63);
-      if ((rem[v] >> bit) & 1ull) continue;
+      if ((rem[v] >> bit) & 1ull) continue;  // the same for every lane: the last writes were before a __syncwarp
+      __syncwarp();  // every lane has read rem[v] before lane v % 32 writes it below
       const u64* row = mask + (b0 + la) * W;
       const bool self = (row[v] >> bit) & 1ull;
       bool any = false;
@@ -143,16 +151,16 @@ __global__ void scan_kernel(int64_t N, const int64_t* __restrict__ order, const 
         if (u == v) g &= bit == 63 ? 0ull : (~0ull << (bit + 1));
         if (g) {
           any = true;
-          rem[u] = rem[u] | g;
           for (u64 t = g; t; t &= t - 1) slot_local[b0 + u * 64 + (__ffsll(static_cast<long long>(t)) - 1)] = cnt;
         }
+        if (u == v) g |= 1ull << bit;  // the pick leaves the set too
+        if (g) rem[u] = rem[u] | g;
       }
       // AlphaPose: a pick that does not remove itself but removes others is
       // picked twice (its group, then itself alone); see greedy_segment (CPU).
       const int64_t twice = (quirks && !self && __any_sync(kFullMask, any)) ? 1 : 0;
       if (lane == 0) {
         const int64_t i = order[b0 + la];
-        rem[v] = rem[v] | (1ull << bit);
         if (twice) pick_local[b0 + cnt] = i;
         pick_local[b0 + cnt + twice] = i;
         slot_local[b0 + la] = cnt + twice;

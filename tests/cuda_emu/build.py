@@ -45,7 +45,13 @@ NAMESPACE = "rmpe_ext_cuda_emu"
 # replacement keeps the line count and, with the switch off, does exactly what
 # the text it replaces does.
 _M = '::emu::mutant("{}")'
-MUTANTS: dict = {}
+MUTANTS = {
+    # bug 1 (fixed): every lane reads rem[v] while its owner lane may already
+    # have written the pick's bit into it (no sync between the read and the write)
+    "scan_race": ("pose_nms_cuda.cu", [
+        ("      __syncwarp();  // every lane has read rem[v] before lane v % 32 writes it below",
+         f"      if (!{_M.format('scan_race')}) __syncwarp();  // every lane has read rem[v] before ...")]),
+}
 
 LAUNCH = re.compile(r"<<<(.*?)>>>\s*\(", re.S)
 SHARED = re.compile(r"^([ \t]*)__shared__[ \t]+([^;\n]*?)[ \t]*\b(\w+)[ \t]*((?:\[[^\]\n]*\][ \t]*)*);", re.M)
