@@ -432,6 +432,49 @@ def test_fit_pgpg_inputs(tmp_path, capsys, w):
           "detection #0: 'bbox' must be 4 finite numbers", folder=tmp_path)
 
 
+# ------------------------------------------------------------------ NaN and absurd flags
+
+def test_run_flags(tmp_path, capsys):
+    out = str(tmp_path / "o.json")
+    run = ["run", str(COCO4)]
+    # were: a kernel RuntimeError, a silently empty result, an allocation failure, a segmentation fault
+    fails(capsys, run + [DETS, "-o", out, "--mean", "nan", "0", "0"], "--mean must be finite", folder=tmp_path)
+    fails(capsys, run + [DETS, "-o", out, "--std", "1", "inf", "1"], "--std must be finite", folder=tmp_path)
+    fails(capsys, run + [DETS, "-o", out, "--det-thresh", "nan"], "--det-thresh must be a number", folder=tmp_path)
+    fails(capsys, run + [DETS, "-o", out, "--input-size", "100000", "100000"], "--input-size", "at most",
+          folder=tmp_path)
+    fails(capsys, run + [DETS, "-o", out, "--threads", "100000000"], "--threads", "at most", folder=tmp_path)
+
+
+def test_train_flags(capsys):
+    base = ["train", "--images", str(COCO4), "--epochs", "1"]
+    # were: training on with NaN losses, numpy's "expected non-negative integer", an allocation failure, a
+    # segmentation fault
+    fails(capsys, base + ["--data", GT4, "--lr", "inf"], "--lr must be finite")
+    fails(capsys, base + ["--data", GT4, "--sigma", "inf"], "--sigma must be finite")
+    fails(capsys, base + ["--data", GT4, "--seed", "-1"], "--seed must be >= 0")
+    fails(capsys, base + ["--data", GT4, "--input-size", "40000", "40000"], "--input-size", "at most")
+    fails(capsys, base + ["--data", GT4, "--threads", "100000000"], "--threads", "at most")
+
+
+def test_fit_pgpg_flags(tmp_path, capsys):
+    base = ["-o", str(tmp_path / "m.npz"), "-q", "--atoms", "2", "--min-atom-samples", "1"]
+    # was: sklearn's "The 'random_state' parameter of KMeans must be an int ..."
+    fails(capsys, ["fit-pgpg", GT4, DETS, "--seed", "-1"] + base, "--seed must be >= 0", folder=tmp_path)
+    # more folds than images (was: sklearn's "Found array with 1 sample(s) ...")
+    fails(capsys, ["fit-pgpg", GT4, DETS, "--cv", "10"] + base, "--cv 10", "4 images", folder=tmp_path)
+
+
+def test_tune_nms_absurd_grid(tmp_path, capsys):
+    # was: runs for hours (a million grid points per parameter)
+    fails(capsys, ["tune-nms", PROPOSALS, GT, "-o", str(tmp_path / "o.json"), "--grid", "1000001"],
+          "--grid", "at most", folder=tmp_path)
+
+
+def test_bench_threads(capsys):
+    fails(capsys, ["bench", "--threads", "100000000"], "--threads", "at most")
+
+
 # ------------------------------------------------------------------ bugs stay visible
 
 def test_unknown_errors_still_show_a_traceback(tmp_path, monkeypatch):

@@ -45,14 +45,14 @@ def _find_benchmarks(explicit) -> pathlib.Path:
 
 def run(args) -> int:
     from ..cli import CommandError
+    from . import check_threads
 
     bench_dir = _find_benchmarks(args.benchmarks_dir)
     suites = args.suites or list(SUITES)
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
         raise CommandError(f"unknown suite(s) {unknown}; choose from {list(SUITES)}")
-    if args.threads is not None and args.threads < 1:
-        raise CommandError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
     status = 0
     for suite in suites:
         fname, threads = SUITES[suite]

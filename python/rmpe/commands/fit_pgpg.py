@@ -48,10 +48,17 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--output must end in .npz, got {args.output!r}")
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         raise CommandError(f"--plot must end in .png, got {args.plot!r}")
-    # read once: the fit and the --cv folds share them
-    gt, dets = read_json(args.gt, "ground-truth file"), read_json(args.dets, "detections file")
     if args.cv == 1 or args.cv < 0:
         raise CommandError(f"--cv must be 0 (off) or at least 2 folds, got {args.cv}")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    # read once: the fit and the --cv folds share them
+    gt, dets = read_json(args.gt, "ground-truth file"), read_json(args.dets, "detections file")
+    if args.cv and isinstance(gt, dict) and isinstance(gt.get("annotations"), list):
+        images = {a["image_id"] for a in gt["annotations"]  # the images cross_validate splits into folds
+                  if isinstance(a, dict) and isinstance(a.get("image_id"), (int, float, str))}
+        if args.cv > len(images):
+            raise CommandError(f"--cv {args.cv}: more folds than the {len(images)} images of the ground truth")
     fit_kw = dict(n_atoms=args.atoms, score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
                   max_components=args.max_components, min_atom_samples=args.min_atom_samples,
                   prior_strength=args.prior_strength)

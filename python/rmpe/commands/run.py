@@ -10,6 +10,7 @@ TorchScript / ``torch.export`` heatmap model file. Nothing is written when the r
 """
 from __future__ import annotations
 
+import math
 import os
 
 _DESC = __doc__.split("\n\n")[0]
@@ -108,13 +109,19 @@ def run(args) -> int:
     from ..io import write_json
     from ..nms_search import KeypointAP
     from ..pipeline import Pipeline, PipelineResult
+    from . import check_input_size, check_threads
 
     for name in ("batch_size", "frames_per_batch"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_threads(args.threads)
+    check_input_size(args.input_size)
+    for name in ("mean", "std"):
+        if getattr(args, name) is not None and not all(math.isfinite(v) for v in getattr(args, name)):
+            raise CommandError(f"--{name} must be finite, got {' '.join(map(str, getattr(args, name)))}")
+    if math.isnan(args.det_thresh):
+        raise CommandError(f"--det-thresh must be a number, got {args.det_thresh}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise CommandError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     try:
         device = torch.device(args.device)

@@ -9,6 +9,7 @@ side. Checkpoints (``CKPT_DIR/last.pt``) and ``history.json`` are written atomic
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def register(sub) -> None:
@@ -62,16 +63,22 @@ def run(args) -> int:
     from ..hourglass import StackedHourglass
     from ..sstn import SSTN
     from ..train import Trainer, TrainConfig, set_seed
+    from . import check_input_size, check_threads
 
     if args.resume and not args.out:
         raise CommandError("--resume needs --out CKPT_DIR")
     if args.epochs < 1 or args.boxes_per_person < 1:
         raise CommandError("--epochs and --boxes-per-person must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CommandError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    check_threads(args.threads)
+    for name in ("lr", "loc_lr", "sigma"):
+        if not math.isfinite(getattr(args, name)):
+            raise CommandError(f"--{name.replace('_', '-')} must be finite, got {getattr(args, name)}")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
     heatmap_size_for(args.input_size)  # input size must be a multiple of 4
+    check_input_size(args.input_size)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     set_seed(args.seed)
     persons = load_persons(args.data, args.images, min_keypoints=args.min_keypoints)
     if len(persons) < 2:

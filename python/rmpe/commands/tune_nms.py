@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .nms import METHODS, OUTPUTS, RANKS
 
+MAX_GRID = 101  # grid points per parameter: a round evaluates grid^2 points per pair
+
 
 def register(sub) -> None:
     p = sub.add_parser("tune-nms", help="search pose-NMS parameters for COCO keypoint AP",
@@ -59,8 +61,8 @@ def run(args) -> int:
     torch.set_num_threads(1)
     if args.max_rounds < 1:
         raise CommandError(f"--max-rounds must be at least 1, got {args.max_rounds}")
-    if args.grid < 3 or args.grid % 2 == 0:
-        raise CommandError(f"--grid must be an odd number >= 3, got {args.grid}")
+    if args.grid < 3 or args.grid % 2 == 0 or args.grid > MAX_GRID:
+        raise CommandError(f"--grid must be an odd number >= 3 and at most {MAX_GRID}, got {args.grid}")
     if args.refine < 0 or not args.tol >= 0:
         raise CommandError("--refine and --tol must be >= 0")
     start, scoring = None, None
