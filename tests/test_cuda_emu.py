@@ -149,6 +149,15 @@ def test_merge_sums_each_group_in_alphapose_order(emu, dev_proposals, dtype):
     np.testing.assert_allclose(cuda[1].numpy(), ref[1], rtol=0, atol=1e-12)
 
 
+def test_the_restored_score_order_is_caught(emu, dev_proposals):
+    configure(emu, "random:1", mutants=["merge_score_order"])
+    args = nms_args(dev_proposals, "alphapose", rank="default")
+    cpu, cuda = CPU.pose_nms(*args), emu.pose_nms(*args)
+    assert torch.equal(cpu[0], cuda[0])
+    differ = (cpu[1] != cuda[1]).flatten(1).any(1)
+    assert 0 < int(differ.sum()) < len(cpu[0])  # 29 of 225 groups
+
+
 # ------------------------------------------------------------------ bug 3: degenerate theta, deterministic gradient
 
 DEGENERATE = ["1e-37 scale (bug 3)", "1e-38 shear (bug 3)"]

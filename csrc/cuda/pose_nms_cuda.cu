@@ -192,13 +192,15 @@ __device__ __forceinline__ T warp_min(T v) {
 }
 
 // One warp per pick (sorted position a stands for local slot a - b0 of its
-// image); lane = joint. Members are found by scanning the image's slot list 32
-// at a time with a ballot; the reduction runs in score order.
+// image); lane = joint. Members are found by scanning the image's poses in
+// ascending index (by_index, their slots in slot_by_index; positions
+// [b0, b0 + n) as in the sorted order) 32 at a time with a ballot, so the
+// reduction sums in AlphaPose's order, as the CPU kernel does.
 template <typename T>
 __global__ void merge_kernel(int64_t N, int64_t K, const T* __restrict__ xy, const T* __restrict__ s,
-                             const PoseMeta<T>* __restrict__ meta, const int64_t* __restrict__ order,
+                             const PoseMeta<T>* __restrict__ meta, const int64_t* __restrict__ by_index,
                              const int64_t* __restrict__ seg_begin, const int64_t* __restrict__ seg_end,
-                             const int64_t* __restrict__ slot_local, const int64_t* __restrict__ pick_local,
+                             const int64_t* __restrict__ slot_by_index, const int64_t* __restrict__ pick_local,
                              const int64_t* __restrict__ seg_count, const int64_t* __restrict__ seg_incl,
                              bool merge, bool alphapose, T cap, T score_thresh, T area_thresh, T* __restrict__ merged,
                              T* __restrict__ merged_s, int64_t* __restrict__ picks_all,
@@ -223,9 +225,9 @@ __global__ void merge_kernel(int64_t N, int64_t K, const T* __restrict__ xy, con
         T total = 0;
         for (int pass = 0; pass < 2; ++pass) {
           for (int64_t q0 = 0; q0 < n; q0 += 32) {
-            const bool member = q0 + lane < n && slot_local[b0 + q0 + lane] == ls;
+            const bool member = q0 + lane < n && slot_by_index[b0 + q0 + lane] == ls;
             for (unsigned bal = __ballot_sync(kFullMask, member); bal; bal &= bal - 1) {
-              const int64_t j = order[b0 + q0 + __ffs(bal) - 1];
+              const int64_t j = by_index[b0 + q0 + __ffs(bal) - 1];
               if (!active) continue;
               const T m = merge_masked_score(kp, xy + j * K * 2, s + j * K, k, r);
               if (pass == 0) {
@@ -549,11 +551,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
   cuda::check_launch("scan_kernel");
   const at::Tensor seg_incl = at::cumsum(zs[0], 0);
 
+  // The merge sums each group in ascending pose index: the poses of each image
+  // in that order (a stable sort by image keeps each image at the positions it
+  // has in `order`), and the slot of each.
+  const at::Tensor by_index = img_sorted.defined() ? std::get<1>(at::sort(d.img, /*stable=*/true, 0, false))
+                                                   : at::arange(N, L);
+  at::Tensor slot_of_pose = at::empty({N}, L);
+  slot_of_pose.index_copy_(0, order, ws[2]);
+  const at::Tensor slot_by_index = slot_of_pose.index_select(0, by_index);
+  const int64_t* by_index_p = by_index.data_ptr<int64_t>();
+  const int64_t* slot_by_index_p = slot_by_index.data_ptr<int64_t>();
   at::Tensor merged = at::empty({N, K, 2}, poses.options());
   at::Tensor merged_s = at::empty({N, K}, poses.options());
   at::Tensor picks_all = at::empty({N}, L);
   merge_kernel<T><<<warp_blocks, cuda::kThreads, 0, stream>>>(
-      N, K, xy, s, meta, order_p, seg_begin, seg_end, slot_local, pick_local, seg_count, seg_incl.data_ptr<int64_t>(),
+      N, K, xy, s, meta, by_index_p, seg_begin, seg_end, slot_by_index_p, pick_local, seg_count,
+      seg_incl.data_ptr<int64_t>(),
       p[param::kMerge] != 0, quirks, T(p[param::kMergeCap]), T(p[param::kScoreThresh]), T(p[param::kAreaThresh]),
       merged.data_ptr<T>(), merged_s.data_ptr<T>(), picks_all.data_ptr<int64_t>(), kept_all);
   cuda::check_launch("merge_kernel");

@@ -51,6 +51,12 @@ MUTANTS = {
     "scan_race": ("pose_nms_cuda.cu", [
         ("      __syncwarp();  // every lane has read rem[v] before lane v % 32 writes it below",
          f"      if (!{_M.format('scan_race')}) __syncwarp();  // every lane has read rem[v] before ...")]),
+    # bug 2 (fixed): the merge visited a group's members in score order (the
+    # sorted order and its slots) instead of ascending index
+    "merge_score_order": ("pose_nms_cuda.cu", [
+        ("      N, K, xy, s, meta, by_index_p, seg_begin, seg_end, slot_by_index_p, pick_local, seg_count,",
+         f"      N, K, xy, s, meta, {_M.format('merge_score_order')} ? order_p : by_index_p, seg_begin, seg_end, "
+         f"{_M.format('merge_score_order')} ? slot_local : slot_by_index_p, pick_local, seg_count,")]),
 }
 
 LAUNCH = re.compile(r"<<<(.*?)>>>\s*\(", re.S)
