@@ -177,6 +177,16 @@ def test_deterministic_input_gradient_of_a_degenerate_theta(emu, name):
     assert torch.equal(cpu, cuda)
 
 
+def test_the_restored_partial_check_is_caught(emu):
+    configure(emu, "random:1", mutants=["gather_partial_check"])
+    x = torch.randn(1, 2, 40, 60, generator=torch.Generator().manual_seed(0))
+    theta = torch.tensor([compare.DEGENERATE["1e-38 shear (bug 3)"]], dtype=torch.float32)
+    go = torch.randn(1, 2, 80, 60, generator=torch.Generator().manual_seed(1))
+    args = (go, x, theta, None, 0, 0.0, True, False, True)
+    cpu, cuda = CPU._affine_sample_backward(*args)[0], emu._affine_sample_backward(*args)[0]
+    assert ((cuda == 0) & (cpu != 0)).sum() > 50
+
+
 # ------------------------------------------------------------------ every operator against the CPU kernels
 
 

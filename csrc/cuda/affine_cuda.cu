@@ -93,9 +93,19 @@ __global__ void sample_backward_input_atomic_kernel(int64_t N, SampleGeom g, int
   }
 }
 
+template <typename T>
+__device__ __forceinline__ bool finite6(const T* m) {
+  bool ok = true;
+  for (int k = 0; k < 6; ++k) ok = ok && fp::isfinite(m[k]);
+  return ok;
+}
+
 // d loss / d input, deterministic: one thread per input element gathers, crops
 // in order, from the output pixels whose source point falls within one pixel
-// of it (the preimage of that square under theta, bounded through gamma).
+// of it (the preimage of that square under theta, bounded through gamma). A
+// crop whose gamma, or one of the square's corners mapped by it, is not finite
+// (theta singular, or so close to it that the corners overflow: they would give
+// no bound, or a wrong one) is scanned whole.
 template <typename scalar_t>
 __global__ void sample_backward_input_gather_kernel(int64_t N, SampleGeom g, int64_t B,
                                                     const scalar_t* __restrict__ go,
@@ -112,18 +122,20 @@ __global__ void sample_backward_input_gather_kernel(int64_t N, SampleGeom g, int
       if (crop_image(bidx, n, B) != b) continue;
       const acc_t* gm = gamma_all + n * 6;
       int64_t j0 = 0, j1 = w - 1, i0 = 0, i1 = h - 1;
-      if (fp::isfinite(gm[0]) && fp::isfinite(gm[4])) {  // else singular: scan the whole crop
-        acc_t jl = acc_t(1) / acc_t(0), jh = -jl, il = jl, ih = -jl;
-        for (int k = 0; k < 4; ++k) {
-          const acc_t px = acc_t(x) + ((k & 1) ? acc_t(1) : acc_t(-1));
-          const acc_t py = acc_t(y) + ((k & 2) ? acc_t(1) : acc_t(-1));
-          acc_t jj, ii;
-          affine_point(gm, px, py, jj, ii);
-          jl = jj < jl ? jj : jl;
-          jh = jj > jh ? jj : jh;
-          il = ii < il ? ii : il;
-          ih = ii > ih ? ii : ih;
-        }
+      acc_t jl = acc_t(1) / acc_t(0), jh = -jl, il = jl, ih = -jl;
+      bool bounded = finite6(gm);
+      for (int k = 0; k < 4 && bounded; ++k) {
+        const acc_t px = acc_t(x) + ((k & 1) ? acc_t(1) : acc_t(-1));
+        const acc_t py = acc_t(y) + ((k & 2) ? acc_t(1) : acc_t(-1));
+        acc_t jj, ii;
+        affine_point(gm, px, py, jj, ii);
+        bounded = fp::isfinite(jj) && fp::isfinite(ii);
+        jl = jj < jl ? jj : jl;
+        jh = jj > jh ? jj : jh;
+        il = ii < il ? ii : il;
+        ih = ii > ih ? ii : ih;
+      }
+      if (bounded) {
         // one pixel of margin for rounding; clip to the crop
         if (!(jh >= acc_t(-1) && jl <= acc_t(w) && ih >= acc_t(-1) && il <= acc_t(h))) continue;
         j0 = jl <= acc_t(1) ? 0 : static_cast<int64_t>(::floor(jl)) - 1;

@@ -57,6 +57,14 @@ MUTANTS = {
         ("      N, K, xy, s, meta, by_index_p, seg_begin, seg_end, slot_by_index_p, pick_local, seg_count,",
          f"      N, K, xy, s, meta, {_M.format('merge_score_order')} ? order_p : by_index_p, seg_begin, seg_end, "
          f"{_M.format('merge_score_order')} ? slot_local : slot_by_index_p, pick_local, seg_count,")]),
+    # bug 3 (fixed): the gather's bounds trusted gamma when gamma[0] and
+    # gamma[4] were finite, and trusted the mapped corners whatever they were
+    "gather_partial_check": ("affine_cuda.cu", [
+        ("      bool bounded = finite6(gm);",
+         f"      bool bounded = {_M.format('gather_partial_check')} ? fp::isfinite(gm[0]) && fp::isfinite(gm[4]) "
+         ": finite6(gm);"),
+        ("        bounded = fp::isfinite(jj) && fp::isfinite(ii);",
+         f"        bounded = {_M.format('gather_partial_check')} || (fp::isfinite(jj) && fp::isfinite(ii));")]),
 }
 
 LAUNCH = re.compile(r"<<<(.*?)>>>\s*\(", re.S)

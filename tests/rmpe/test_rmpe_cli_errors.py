@@ -488,3 +488,13 @@ def test_unknown_errors_still_show_a_traceback(tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="a bug"):
         main(["nms", PROPOSALS, "-o", str(tmp_path / "o.json")])
     assert _listing(tmp_path) == []
+
+
+def test_bench_says_it_needs_a_source_checkout(capsys, tmp_path):
+    """From an installed wheel `rmpe bench` found no benchmarks and said only that; the benchmarks are
+    not in the wheel, and --help and the error now say so."""
+    fails(capsys, ["bench", "--benchmarks-dir", str(tmp_path)], "not part of an installed wheel",
+          "--benchmarks-dir CHECKOUT/benchmarks")
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "not in an installed wheel" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")

@@ -16,8 +16,10 @@ SUITES = {"pose_nms": ("test_bench_pose_nms.py", 1), "affine": ("test_bench_affi
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="run the kernel benchmarks and print their ratios to the baselines",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser("bench", help="run the kernel benchmarks of a source checkout (they are not in the wheel) "
+                                     "and print their ratios to the baselines",
+                       description=__doc__.split("\n\n")[0] + " They are not in an installed wheel: run this from a "
+                       "source checkout of rmpe_ext, or pass --benchmarks-dir CHECKOUT/benchmarks.")
     p.add_argument("suites", nargs="*", metavar="SUITE",
                    help=f"which suites to run (default: all): {', '.join(SUITES)}")
     p.add_argument("--threads", type=int, default=None,
@@ -38,8 +40,8 @@ def _find_benchmarks(explicit) -> pathlib.Path:
         # python/rmpe/commands/bench.py -> repository root
         path = pathlib.Path(__file__).resolve().parents[3] / "benchmarks"
     if not (path / SUITES["pose_nms"][0]).is_file():
-        raise CommandError(f"no benchmarks found in {str(path)!r}: run from a source checkout of rmpe_ext "
-                           "or pass --benchmarks-dir")
+        raise CommandError(f"no benchmarks found in {str(path)!r}: the benchmarks are not part of an installed "
+                           "wheel; run from a source checkout of rmpe_ext or pass --benchmarks-dir CHECKOUT/benchmarks")
     return path
 
 
