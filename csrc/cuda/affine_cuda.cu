@@ -260,7 +260,7 @@ __global__ void crop_kernel(int64_t N, int64_t C, int64_t h, int64_t w, int64_t 
     const double* M = th_all + n * 6;
     const uint8_t* img = fr + (b < 0 ? 0 : b) * H * W * C;
     out_t* o = out + n * C * h * w + i * w + j;
-    if (b < 0) {
+    if (b < 0 || !theta_finite(M)) {  // as the CPU kernel: a crop whose map is not finite is NaN
       for (int64_t c = 0; c < C; ++c) o[c * h * w] = static_cast<out_t>(NAN);
     } else if (interp == kInterpOpenCV4) {
       const CvTap tp = cv_tap(M, j, i);
