@@ -2,13 +2,14 @@
 #   make demo   the pipeline end to end on the shipped sample (4 COCO images, 118 boxes, BlazePose): AP, timings vs AlphaPose
 #   make test   the test suite, then a one-round smoke run of every benchmark
 # Also: make nms-demo (pose NMS on 413 real proposals vs AlphaPose), make bench (the benchmarks, ratios into benchmarks/last_run.md), make cuda-check (nvcc on every .cu),
-# make sanitize (the op tests against an AddressSanitizer + UBSan build of the extension).
+# make sanitize (the op tests against an AddressSanitizer + UBSan build of the extension),
+# make test-cuda-emu (the CUDA kernels run on the CPU under an emulation of CUDA; part of make test).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 NATIVE := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h') setup.py
 
-.PHONY: install demo nms-demo test bench cuda-check sanitize clean
+.PHONY: install demo nms-demo test test-cuda-emu bench cuda-check sanitize clean
 
 $(VENV)/.deps: requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +33,16 @@ nms-demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-cuda-emu
 	$(PY) -m pytest -q benchmarks --benchmark-disable
+
+# csrc/cuda compiled for the host under an emulation of the CUDA execution model
+# (tests/cuda_emu, docs/cuda_emulation.md): every test that runs on "cuda", with
+# "cuda" the emulated device; then tests/test_cuda_emu.py under ASan + UBSan.
+# (tests/test_cuda_emu.py itself runs with the other tests above.)
+test-cuda-emu: install
+	RMPE_CUDA_EMU=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) tests/cuda_emu/run_sanitized.py
 
 bench: install
 	RMPE_BENCH_THREADS=1 RMPE_BENCH_REPORT=benchmarks/last_run_pose_nms.md $(PY) -m pytest benchmarks/test_bench_pose_nms.py
