@@ -11,6 +11,7 @@ vector path to compare, and the tests skip saying so."""
 import functools
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -127,8 +128,13 @@ def test_each_run_took_the_paths_it_names(runs):
     consulted the switch)."""
     got = {name: r["paths"] for name, r in runs.items()}
     if got["simd"] is None:
-        pytest.skip("the extension does not export rmpe::avx2::cpu_has_avx2()'s cached answer (another "
-                    "compiler or hidden visibility): no way to tell which path ran")
+        why = ("the extension does not export rmpe::avx2::cpu_has_avx2()'s cached answer, so which path ran "
+               "cannot be told")
+        if sys.platform == "linux" and platform.machine() == "x86_64":
+            # GCC/Clang builds export it; its absence there means the switch was compiled out (the AVX2
+            # paths can never run) or hidden: a query op in the extension would make this check independent
+            pytest.fail(why + " (a GCC/Clang build on x86-64 Linux exports it)")
+        pytest.skip(why + " (another compiler or platform)")
     assert got == {"simd": {"avx2": (True, True), "axis": (True, True)},
                    "general": {"avx2": (True, True), "axis": (True, False)},
                    "scalar": {"avx2": (True, False), "axis": (True, False)}}
