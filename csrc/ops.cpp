@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "cpu/simd_avx2.h"
+
 extern "C" {
 // An empty Python module named _C: importing it loads this shared library,
 // whose static initializers register the operators with the dispatcher. No
@@ -33,11 +35,25 @@ std::string build_info() {
   return s;
 }
 
+// Which vector paths the CPU kernels take in this process: "avx2=1;axis=1" when the
+// AVX2 paths and the axis-aligned crop path are compiled in, supported by the CPU
+// and not turned off (RMPE_EXT_NO_SIMD, RMPE_EXT_NO_AXIS_PATH). The kernels ask
+// the same functions.
+std::string cpu_paths() {
+#ifdef RMPE_HAVE_AVX2_PATH
+  const bool avx2 = avx2::cpu_has_avx2(), axis = avx2::cpu_has_axis_path();
+#else
+  const bool avx2 = false, axis = false;
+#endif
+  return std::string("avx2=") + (avx2 ? "1" : "0") + ";axis=" + (axis ? "1" : "0");
+}
+
 }  // namespace
 }  // namespace rmpe
 
 TORCH_LIBRARY(rmpe_ext, m) {
   m.def("_build_info() -> str", &rmpe::build_info);
+  m.def("_cpu_paths() -> str", &rmpe::cpu_paths);
 
   // All-pairs pose similarity: (sim [N, N], match [N, N] int32), row = reference.
   m.def(

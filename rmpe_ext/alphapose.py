@@ -130,7 +130,8 @@ def crop_persons(frame, boxes_xyxy, input_size=(256, 192), bgr: bool = False, op
     ``opencv``: the OpenCV major version whose warpAffine to reproduce (default:
     the installed one). With OpenCV 4 the crops are AlphaPose's bit for bit (its
     fixed-point interpolation is reproduced); with OpenCV 5, which rounds an
-    exact bilinear sample, about 1e-5 of the values differ by one uint8 step. One
+    exact bilinear sample, about 1e-4 of the values differ by one uint8 step (on data/coco4's 118
+    crops: 3.1e-5 with OpenCV 5.0.0, 9.2e-5 with 5.1.0; tools/crop_parity.py). One
     more difference: AlphaPose skips the ``/ 255`` for a crop whose brightest value
     is exactly 1; this does not.
     """

@@ -142,8 +142,9 @@ def test_crop_persons_matches_alphapose_on_real_images(shared_data, device):
             differ += int((d > 0).sum())
             total += d.numel()
             assert crop_boxes[k].tolist() == [float(v) for v in ref_box]
-    # OpenCV 4: bit for bit; OpenCV 5: its float32 rounding flips ~3e-5 of the values
-    limit = 0 if int(cv2.__version__.split(".")[0]) < 5 else 1e-4 * total
+    # OpenCV 4: bit for bit; OpenCV 5: its float32 rounding flips a few values by one step (measured on these
+    # 118 crops, tools/crop_parity.py: 3.1e-5 of them with OpenCV 5.0.0, 9.2e-5 with 5.1.0)
+    limit = 0 if int(cv2.__version__.split(".")[0]) < 5 else 2e-4 * total
     assert differ <= limit, (differ, total)
 
 

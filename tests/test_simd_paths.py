@@ -3,36 +3,25 @@ axis-aligned crop path the same bits as the general AVX2 path (each run in a
 subprocess: RMPE_EXT_NO_SIMD=1 turns every AVX2 path off, RMPE_EXT_NO_AXIS_PATH=1
 the axis-aligned one).
 
-Which paths a run took is read back from the extension itself: the kernels pick
-them through rmpe::avx2::cpu_has_avx2() / cpu_has_axis_path() (csrc/cpu/simd_avx2.h),
-whose cached answers are function-local statics that the shared library exports
-(with their initialization guards). On a CPU without AVX2 (or F16C) there is no
+Which paths a run took is read back from the extension itself:
+torch.ops.rmpe_ext._cpu_paths() asks the functions the kernels ask
+(rmpe::avx2::cpu_has_avx2() / cpu_has_axis_path(), csrc/cpu/simd_avx2.h). On a
+CPU without AVX2 (or F16C) there is no
 vector path to compare, and the tests skip saying so."""
 import functools
 import os
 import pathlib
-import platform
 import subprocess
 import sys
 
 import pytest
 import torch
 
-# Part of SCRIPT: the extension's own record of the paths it chose, {name: (consulted, on)}, or None
-# where the library does not export it.
+# Part of SCRIPT: the vector paths the kernels take in this process, {name: on}.
 PATHS = r'''
-import ctypes, importlib, os
+import torch
 def paths():
-    lib = ctypes.CDLL(importlib.import_module("rmpe_ext._C").__file__, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    out = {}
-    for name, fn in (("avx2", "12cpu_has_avx2"), ("axis", "17cpu_has_axis_path")):
-        try:
-            guard = ctypes.c_uint8.in_dll(lib, f"_ZGVZN4rmpe4avx2{fn}EvE3has").value
-            value = ctypes.c_bool.in_dll(lib, f"_ZZN4rmpe4avx2{fn}EvE3has").value
-        except ValueError:  # not exported (another compiler, hidden visibility)
-            return None
-        out[name] = (bool(guard), bool(value))
-    return out
+    return {k: v == "1" for k, v in (kv.split("=") for kv in torch.ops.rmpe_ext._cpu_paths().split(";"))}
 '''
 
 SCRIPT = PATHS + r'''
@@ -124,20 +113,10 @@ def runs(tmp_path_factory):
 @needs_avx2
 def test_each_run_took_the_paths_it_names(runs):
     """The comparison below compares what it says: the AVX2 and axis-aligned paths were on in the first
-    run, the axis path off in the second, every vector path off in the third (and each run's kernels
-    consulted the switch)."""
+    run, the axis path off in the second, every vector path off in the third."""
     got = {name: r["paths"] for name, r in runs.items()}
-    if got["simd"] is None:
-        why = ("the extension does not export rmpe::avx2::cpu_has_avx2()'s cached answer, so which path ran "
-               "cannot be told")
-        if sys.platform == "linux" and platform.machine() == "x86_64":
-            # GCC/Clang builds export it; its absence there means the switch was compiled out (the AVX2
-            # paths can never run) or hidden: a query op in the extension would make this check independent
-            pytest.fail(why + " (a GCC/Clang build on x86-64 Linux exports it)")
-        pytest.skip(why + " (another compiler or platform)")
-    assert got == {"simd": {"avx2": (True, True), "axis": (True, True)},
-                   "general": {"avx2": (True, True), "axis": (True, False)},
-                   "scalar": {"avx2": (True, False), "axis": (True, False)}}
+    assert got == {"simd": {"avx2": True, "axis": True}, "general": {"avx2": True, "axis": False},
+                   "scalar": {"avx2": False, "axis": False}}
 
 
 @needs_avx2
