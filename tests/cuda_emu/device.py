@@ -201,6 +201,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_setup(item):
-    """Each test under its own reproducible schedule."""
+    """Each test under its own reproducible schedule; RMPE_CUDA_EMU_MUTANTS=scan_race,...
+    runs the session on deliberately broken kernels (build.MUTANTS), which must fail."""
     seed = int(hashlib.sha256(item.nodeid.encode()).hexdigest()[:8], 16)
-    configure(os.environ.get("RMPE_CUDA_EMU_SCHEDULE", "random"), seed)
+    mutants = [m for m in os.environ.get("RMPE_CUDA_EMU_MUTANTS", "").split(",") if m]
+    unknown = set(mutants) - set(build.MUTANTS)
+    assert not unknown, f"RMPE_CUDA_EMU_MUTANTS: no mutant {sorted(unknown)} (build.MUTANTS: {sorted(build.MUTANTS)})"
+    configure(os.environ.get("RMPE_CUDA_EMU_SCHEDULE", "random"), seed, mutants=mutants)
