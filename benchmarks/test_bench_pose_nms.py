@@ -95,3 +95,23 @@ def test_rmpe_op_batch64_cuda(benchmark, dev_images):
     ops.pose_nms(poses, scores, boxes, None, img)
     res = benchmark(ops.pose_nms, poses, scores, boxes, None, img)
     assert res.keep.tolist() == _alphapose_batch_keep(parts)
+
+
+def _more_joints(frame, K):
+    """A real 17-joint frame extended to K joints (Halpe-26, Halpe-136): the extra joints near the body's,
+    with their scores (timings only: AlphaPose master's whole-body code is not installed here)."""
+    poses, scores, boxes, box_scores = frame
+    g = torch.Generator().manual_seed(K)
+    idx = torch.arange(K - 17) % 17
+    extra = poses[:, idx] + torch.randn(len(poses), K - 17, 2, generator=g) * 3
+    return torch.cat([poses, extra], 1), torch.cat([scores, scores[:, idx]], 1), boxes, box_scores
+
+
+@pytest.mark.parametrize("method,K", [("alphapose", 26), ("wholebody", 136)])
+def test_rmpe_op_more_joints(benchmark, dev_images, method, K):
+    """The op on 50 proposals of Halpe-26 (AlphaPose's criterion) and Halpe-136 (its whole-body one):
+    timings only."""
+    benchmark.group = f"pose_nms n=50, K={K}"
+    poses, scores, boxes, _ = _more_joints(composite_frame(dev_images, 50), K)
+    res = benchmark(ops.pose_nms, poses, scores, boxes, None, None, method)
+    assert 0 < len(res.keep) <= 50

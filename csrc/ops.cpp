@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "common/pose_nms_host.h"
 #include "cpu/simd_avx2.h"
 
 extern "C" {
@@ -54,6 +55,8 @@ std::string cpu_paths() {
 TORCH_LIBRARY(rmpe_ext, m) {
   m.def("_build_info() -> str", &rmpe::build_info);
   m.def("_cpu_paths() -> str", &rmpe::cpu_paths);
+  // The pose-NMS params list: its size, the method ids, each field's slot (see kParamSpecs).
+  m.def("_nms_params_layout() -> str", &rmpe::params_layout);
 
   // All-pairs pose similarity: (sim [N, N], match [N, N] int32), row = reference.
   m.def(

@@ -7,6 +7,7 @@ Swap one import line::
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Optional
 
@@ -16,7 +17,8 @@ from torch import Tensor
 import numpy as np
 
 from .ops.affine import affine_crop
-from .ops.pose_nms import AlphaPoseNMSParams
+from .ops.pose_nms import AlphaPoseNMSParams, WholeBodyNMSParams
+from .ops.pose_nms import pose_nms as _pose_nms
 from .presets import alphapose_crop_theta
 
 __all__ = ["pose_nms", "crop_persons", "heatmap_to_coord_simple", "heatmaps_to_coords", "ALPHAPOSE_MEAN"]
@@ -24,7 +26,18 @@ __all__ = ["pose_nms", "crop_persons", "heatmap_to_coord_simple", "heatmaps_to_c
 # per-channel means AlphaPose subtracts from its RGB crops (after /255)
 ALPHAPOSE_MEAN = (0.406, 0.457, 0.480)
 
-_PARAMS = AlphaPoseNMSParams().to_list()
+# AlphaPose master routes 133 and 136 keypoints (COCO-WholeBody, Halpe-136) to its whole-body criterion
+WHOLEBODY_K = (133, 136)
+
+
+@functools.lru_cache(maxsize=64)
+def _params(k: int, area_thresh: float, use_heatmap_loss: bool):
+    """The NMS formulation and constants AlphaPose master uses for k keypoints: each call its own (master
+    overwrites its module constants in a whole-body call with use_heatmap_loss=False and never restores
+    them, so every later call of the process uses them; that leak is not reproduced)."""
+    if k in WHOLEBODY_K:
+        return "wholebody", WholeBodyNMSParams.alphapose(use_heatmap_loss, area_thresh=area_thresh)
+    return "alphapose", AlphaPoseNMSParams(area_thresh=area_thresh)
 
 
 # the kernel's argument names -> the drop-in's, for the kernel's value errors (NaN, box order)
@@ -47,15 +60,24 @@ def _as_nk(t: Tensor, name: str, n: int, k: int) -> Tensor:
 
 
 def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: Tensor, pose_scores: Tensor,
-             areaThres: float = 0):
+             areaThres: float = 0, use_heatmap_loss: bool = True):
     """AlphaPose's parametric pose NMS, ``alphapose.utils.pPose_nms.pose_nms``, as one batched kernel.
 
-    Same signature and the same six outputs, kept poses in the same order:
+    Master's signature (``use_heatmap_loss`` positional or keyword; ``alphapose==1.1`` callers omit it)
+    and the same six outputs, kept poses in the same order:
 
     * bboxes: ``(n, 4)`` detector boxes ``x1, y1, x2, y2``;
     * bbox_scores: ``(n, 1)``; bbox_ids: ``(n, 1)`` (any leading-``n`` shape);
     * pose_preds: ``(n, kp_num, 2)`` joint pixels; pose_scores: ``(n, kp_num, 1)``;
-    * areaThres: minimum ``2.25 * area`` of the merged pose's extent.
+    * areaThres: minimum ``2.25 * area`` of the merged pose's extent;
+    * use_heatmap_loss: master's flag (``LOSS_TYPE == 'MSELoss'``); it selects the constants of the
+      whole-body criterion, used for ``kp_num`` 133 and 136 (COCO-WholeBody, Halpe-136); other
+      keypoint counts (17, Halpe-26, ...) take the body criterion, which ignores the flag.
+
+    Each call uses the constants its own arguments select. AlphaPose master instead overwrites its
+    module constants in a whole-body call with ``use_heatmap_loss=False`` and never restores them, so
+    in AlphaPose every later call of the process (17 keypoints included) uses the whole-body ones:
+    that bug is not reproduced.
 
     Returns lists, one item per kept pose: the pick's box (list of 4 floats),
     its box score (tensor), the ids of its merge group (``.tolist()``), the
@@ -79,10 +101,10 @@ def pose_nms(bboxes: Tensor, bbox_scores: Tensor, bbox_ids: Tensor, pose_preds: 
 
     # the op ranks by torch's mean of the joint scores with zeros read as 1e-5:
     # AlphaPose's pose_scores.mean(dim=1), same kernel, same rounding, same order
-    params = _PARAMS if areaThres == 0 else AlphaPoseNMSParams(area_thresh=float(areaThres)).to_list()
+    method, params = _params(k, float(areaThres), bool(use_heatmap_loss))
     try:
-        keep, merged, merged_scores, group = torch.ops.rmpe_ext.pose_nms(
-            pose_preds, scores_nk.to(pose_preds.dtype), bboxes.to(pose_preds.dtype), None, None, 0, params, None)
+        keep, merged, merged_scores, group = _pose_nms(pose_preds, scores_nk.to(pose_preds.dtype),
+                                                       bboxes.to(pose_preds.dtype), method=method, params=params)
     except RuntimeError as e:  # a value error of the inputs, reported in this function's names
         raise _in_own_names(e) from None
     m = keep.shape[0]

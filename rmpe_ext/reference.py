@@ -29,7 +29,7 @@ def _params(method, params):
 
 def _effective_scores(joint_scores, method):
     s = _np(joint_scores).copy()
-    if method == "alphapose":
+    if method in ("alphapose", "wholebody"):
         s[s == 0] = 1e-5
     return s
 
@@ -44,6 +44,21 @@ def _pair(method, p, ki, si, kj, sj, box_i, box_j, sigmas):
         with np.errstate(divide="ignore", invalid="ignore"):
             match = int(np.sum(d / r <= 1))
         return ksim + p.mu * np.sum(np.exp(-d / p.delta2)), match
+    if method == "wholebody":
+        r = min(p.alpha * max(wi, hi), p.pck_cap)
+        K = len(d)
+        low = sj < p.score_thresh
+        st = np.where((d <= 1) & low, np.tanh(si / p.delta1) * np.tanh(sj / p.delta1), 0.0)
+        f = np.ones(K)
+        f[K - 110:K - 42], f[K - 42:] = p.face_factor, p.hand_factor
+        dt = np.where(low, 0.0, np.exp(-d / (p.delta2 * f)))
+        parts = (slice(0, K - 110), slice(K - 110, K - 42), slice(K - 42, K))
+        ws, wd = (1.0, p.face_weight_score, p.hand_weight_score), (1.0, p.face_weight_dist, p.hand_weight_dist)
+        sim = sum(w * st[q].mean() for w, q in zip(ws, parts)) + p.mu * sum(w * dt[q].mean() for w, q in zip(wd, parts))
+        factor = np.where(np.arange(K) < 26, 1.0, np.where(np.arange(K) < 94, p.face_factor, p.hand_factor))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            match = int(np.sum(d / r <= factor))
+        return sim, match
     if method == "paper":
         inside = (np.abs(kj[:, 0] - ki[:, 0]) <= p.box_frac * wi / 2) & \
                  (np.abs(kj[:, 1] - ki[:, 1]) <= p.box_frac * hi / 2)
@@ -63,9 +78,12 @@ def _sigmas(method, p, K):
     return np.asarray(p.sigmas if p.sigmas is not None else COCO_SIGMAS, dtype=np.float64)
 
 
-def _suppresses(method, p, sim, match):
+def _suppresses(method, p, sim, match, si=None, n_rem=0):
     if method == "alphapose":
         return sim > p.gamma or match >= p.match_thresh
+    if method == "wholebody":  # the match normalized by the poses still in play (n_rem)
+        m = 2 * n_rem * int(np.sum(si > p.score_thresh / 2))
+        return sim > p.gamma or (match / m / 2 * len(si) if m >= 2 else 0.0) >= p.match_thresh
     return sim > (p.eta if method == "paper" else p.thresh)
 
 
@@ -97,24 +115,22 @@ def pose_nms(poses, joint_scores, boxes, scores=None, image_index=None, method="
     rank = S.mean(1) if scores is None else _np(scores)
     sig = _sigmas(method, p, K)
 
-    def rel(i, j):
+    def rel(i, j, n_rem):
         sim, match = _pair(method, p, P[i], S[i], P[j], S[j], B[i], B[j], sig)
-        return _suppresses(method, p, sim, match)
+        return _suppresses(method, p, sim, match, S[i], n_rem)
 
     slots = []  # (pick, members in ascending index)
     for idx in _images(N, image_index):
         alive = sorted(idx.tolist(), key=lambda i: (-rank[i], i))
         while alive:
-            i = alive[0]
-            members = [j for j in alive[1:] if rel(i, j)]
-            alive = [j for j in alive[1:] if j not in members]
-            # AlphaPose only removes the pick through its own criterion
-            if method == "alphapose" and not rel(i, i):
-                if members:
-                    slots.append((i, sorted(members)))
-                slots.append((i, [i]))
-            else:
-                slots.append((i, sorted(members + [i])))
+            i, n_rem = alive[0], len(alive)
+            members = [j for j in alive[1:] if rel(i, j, n_rem)]
+            # AlphaPose only removes the pick through its own criterion: one that removes others but
+            # not itself stays first and is taken again (fewer poses remain then); one that removes
+            # nothing is removed alone
+            stays = method in ("alphapose", "wholebody") and bool(members) and not rel(i, i, n_rem)
+            alive = ([i] if stays else []) + [j for j in alive[1:] if j not in members]
+            slots.append((i, sorted(members if stays else members + [i])))
 
     keep, out_p, out_s, group = [], [], [], np.full(N, -1, np.int64)
     for i, members in slots:
@@ -127,7 +143,7 @@ def pose_nms(poses, joint_scores, boxes, scores=None, image_index=None, method="
                 normed = masked / masked.sum(0)
             mp = (P[members] * normed[:, :, None]).sum(0)
             ms = (masked * normed).sum(0)
-            if method != "alphapose":  # a joint without weight keeps the pick's joint (AlphaPose: NaN)
+            if method not in ("alphapose", "wholebody"):  # a joint without weight keeps the pick's (AlphaPose: NaN)
                 empty = masked.sum(0) == 0
                 mp[empty], ms[empty] = P[i][empty], S[i][empty]
         else:

@@ -17,6 +17,9 @@ PARAMS = {
     "paper-merge": ops.PaperNMSParams(sigma1=0.5, sigma2=30.0, lam=1.0, eta=9.0, merge=True, score_thresh=0.3),
     "oks": ops.OKSNMSParams(thresh=0.5),
     "oks-vis": ops.OKSNMSParams(thresh=0.5, vis_thresh=0.3),
+    # AlphaPose master's whole-body criterion (K > 110), with either set of its constants
+    "wholebody": ops.WholeBodyNMSParams(),
+    "wholebody-nonheatmap": ops.WholeBodyNMSParams.alphapose(use_heatmap_loss=False),
 }
 
 
@@ -45,7 +48,7 @@ def assert_matches_reference(res, ref, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_reference(name, dtype, device):
     method, params = name.split("-")[0], PARAMS[name]
-    poses, scores, boxes, img = batch(1, dtype=dtype)
+    poses, scores, boxes, img = batch(1, dtype=dtype, K=136 if method == "wholebody" else 17)
     scores[::5, :4] = 0
     rank = scores.mean(1) + torch.linspace(0, 0.01, len(img), dtype=dtype)
     args = [t.to(device) for t in (poses, scores, boxes, rank, img)]
@@ -153,14 +156,14 @@ def test_bad_input_errors(device):
         nms(poses, scores, boxes, scores)
     with pytest.raises(RuntimeError, match=r"boxes must have shape \[N, 4\]"):
         nms(poses, scores, boxes[:, :3])
-    with pytest.raises(RuntimeError, match=r"params must hold 11 numbers"):
+    with pytest.raises(RuntimeError, match=r"params must hold 17 numbers"):
         torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 0, [1.0, 2.0], None)
     with pytest.raises(RuntimeError, match="method must be 0"):
-        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 5, [0.0] * 11, None)
+        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 5, ops.AlphaPoseNMSParams().to_list(), None)
     with pytest.raises(RuntimeError, match="the oks method needs sigmas"):
-        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 2, [0.5] * 11, None)
+        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 2, ops.OKSNMSParams().to_list(), None)
     with pytest.raises(RuntimeError, match=r"sigmas must have shape \[K\] = \[17\]"):
-        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 2, [0.5] * 11, torch.ones(3, device=device))
+        torch.ops.rmpe_ext.pose_nms(poses, scores, boxes, None, None, 2, ops.OKSNMSParams().to_list(), torch.ones(3, device=device))
 
 
 @pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA device")
@@ -425,3 +428,50 @@ def test_score_and_area_thresholds_exactly_met_keep_the_pose(dtype, device):
     assert merged == pytest.approx(0.3125 / 0.75) and merged < 0.5
     assert _kept(two, "alphapose", ops.AlphaPoseNMSParams(score_thresh=merged, **p)) == [0]
     assert _kept(two, "alphapose", ops.AlphaPoseNMSParams(score_thresh=_step(merged, dtype, True), **p)) == []
+
+
+@pytest.mark.parametrize("K", [133, 136, 111])
+@pytest.mark.parametrize("use_heatmap_loss", [True, False])
+def test_wholebody_matches_reference(K, use_heatmap_loss, device):
+    """The whole-body criterion on crowded and sparse images: its match is normalized by the poses
+    still in play, so a pick that does not match itself (the usual case in a crowd) stays and is taken
+    again with fewer poses left; pose_similarity gives its simi and raw match count."""
+    params = ops.WholeBodyNMSParams.alphapose(use_heatmap_loss)
+    for seed, persons, per_person in ((3, 3, 8), (4, 1, 3), (5, 6, 4)):
+        poses, scores, boxes, img = batch(seed, images=2, persons=persons, per_person=per_person, K=K,
+                                          dtype=torch.float64)
+        scores[::3, K - 60:] *= 0.02  # low-scoring hands and face: the score mask matters
+        args = [t.to(device) for t in (poses, scores, boxes)]
+        res = ops.pose_nms(*args, image_index=img.to(device), method="wholebody", params=params)
+        ref = reference.pose_nms(poses, scores, boxes, None, img, method="wholebody", params=params)
+        assert_matches_reference(res, ref, torch.float64)
+        sim, match = ops.pose_similarity(*args, method="wholebody", params=params)
+        rsim, rmatch = reference.pose_similarity(poses, scores, boxes, method="wholebody", params=params)
+        np.testing.assert_allclose(sim.cpu().numpy(), rsim, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(match.cpu().numpy(), rmatch)
+    with pytest.raises(RuntimeError, match="the wholebody method needs K > 110 joints"):
+        ops.pose_nms(poses[:, :110], scores[:, :110], boxes, method="wholebody")
+
+
+@pytest.mark.parametrize("far", [4, 6])
+def test_wholebody_match_depends_on_the_poses_in_play(far, device):
+    """AlphaPose's whole-body match of a pair is count K / (4 n_rem c): with K = 136 joints all scoring
+    0.9 (c = 136) and a pose A' equal to A (count 136), it is 34 / n_rem against match_thresh 5. With 4
+    far poses besides A and A' (n_rem = 6: 5.67) A removes A' (and itself); with 6 (n_rem = 8: 4.25) it
+    removes nothing, not even itself, and A' is kept too. The far poses never match anything."""
+    K = 136
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 80, (K, 2))
+    poses = [base, base] + [base + 1000.0 * (f + 1) for f in range(far)]
+    poses = torch.tensor(np.array(poses))
+    scores = torch.full((len(poses), K), 0.9, dtype=torch.float64)
+    rank = torch.tensor([1.0, 0.99] + [0.5 - 0.01 * f for f in range(far)], dtype=torch.float64)
+    lo, hi = poses.amin(1), poses.amax(1)
+    boxes = torch.cat([lo, hi], 1)
+    res = ops.pose_nms(poses.to(device), scores.to(device), boxes.to(device), rank.to(device), method="wholebody")
+    if far == 4:
+        assert res.keep.tolist() == [0, 2, 3, 4, 5] and res.group.tolist()[:2] == [0, 0]
+    else:
+        assert res.keep.tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    ref = reference.pose_nms(poses, scores, boxes, rank, method="wholebody")
+    assert res.keep.tolist() == ref[0].tolist()

@@ -11,22 +11,29 @@
 
 namespace rmpe {
 
-// Method ids; rmpe_ext/ops/pose_nms.py mirrors them.
-enum PoseMethod : int64_t { kAlphaPose = 0, kPaper = 1, kOks = 2 };
+// Method ids (docs/design.md section 2; the binary exports them with the
+// params layout below: torch.ops.rmpe_ext._nms_params_layout()).
+enum PoseMethod : int64_t { kAlphaPose = 0, kPaper = 1, kOks = 2, kWholeBody = 3 };
 
-// Layout of the `params` list that every pose-NMS op takes; rmpe_ext/ops/pose_nms.py
-// builds it. Slots 0..5 depend on the method, 6..10 are shared.
+// Layout of the `params` list that every pose-NMS op takes: slots 0..11 depend
+// on the method, 12..16 are shared. The names, slots and valid ranges of the
+// fields are tabulated once (kParamSpecs, common/pose_nms_host.h); Python
+// builds its lists from that table, which the binary exports.
 namespace param {
-// AlphaPose (docs/design.md 2.2)
+constexpr int kMethodSlots = 12;
+// AlphaPose (docs/design.md 2.2) and AlphaPose's whole-body variant (2.4)
 constexpr int kDelta1 = 0, kMu = 1, kDelta2 = 2, kGamma = 3, kMatchThresh = 4, kPckCap = 5;
+// whole-body only: the face and hand parts' radius factors and weights
+constexpr int kFaceFactor = 6, kHandFactor = 7, kFaceWeightScore = 8, kHandWeightScore = 9, kFaceWeightDist = 10,
+              kHandWeightDist = 11;
 // Paper (docs/design.md 2.1)
 constexpr int kSigma1 = 0, kSigma2 = 1, kLambda = 2, kEta = 3, kBoxFrac = 4;
-// OKS
+// OKS (docs/design.md 2.3)
 constexpr int kOksThresh = 0, kVisThresh = 1;  // vis threshold -inf: every joint counts
 // Shared: ref_dist_i = alpha * max(w_i, h_i); merge radius min(ref_dist_i, cap);
 // a kept pose must reach score_thresh (pick and merged) and area_thresh.
-constexpr int kRefAlpha = 6, kMerge = 7, kMergeCap = 8, kScoreThresh = 9, kAreaThresh = 10;
-constexpr int kCount = 11;
+constexpr int kRefAlpha = 12, kMerge = 13, kMergeCap = 14, kScoreThresh = 15, kAreaThresh = 16;
+constexpr int kCount = 17;
 }  // namespace param
 
 // Error bits reported by prepare_pose (and by the CUDA status word).
@@ -124,6 +131,7 @@ struct PairScore {
 // AlphaPose's parametric pose distance (docs/design.md 2.2): simi and the PCK count.
 template <typename T>
 struct AlphaPoseCriterion {
+  static constexpr bool kDependsOnRemaining = false;  // see WholeBodyCriterion
   T delta1, mu, delta2, gamma, pck_cap, reach;  // reach: far-pair radius (inf = never reject)
   int64_t match_thresh;
 
@@ -145,7 +153,7 @@ struct AlphaPoseCriterion {
   // suppresses(score(...)) with less work: the PCK count needs no exp/tanh
   // and, once it reaches match_thresh, decides alone.
   RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
-                      const PoseMeta<T>& mj) const {
+                      const PoseMeta<T>& mj, int64_t /*n_rem: see WholeBodyCriterion*/ = 0) const {
     if (match_thresh <= 0) return true;
     const T r = fp::py_min(mi.ref, pck_cap);
     int64_t cnt = 0;
@@ -172,6 +180,7 @@ struct AlphaPoseCriterion {
 // The paper's KSim + lambda * HSim (docs/design.md 2.1, Eqs. 8-10).
 template <typename T>
 struct PaperCriterion {
+  static constexpr bool kDependsOnRemaining = false;
   T sigma1, sigma2, lambda, eta, reach;  // reach: radius beyond which HSim cannot reach eta
 
   RMPE_HD PairScore<T> score(const T* ki, const T* si, const T* kj, const T* sj, int64_t K,
@@ -192,7 +201,7 @@ struct PaperCriterion {
   }
   RMPE_HD bool suppresses(const PairScore<T>& p) const { return p.sim > eta; }
   RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
-                      const PoseMeta<T>& mj) const {
+                      const PoseMeta<T>& mj, int64_t /*n_rem: see WholeBodyCriterion*/ = 0) const {
     return suppresses(score(ki, si, kj, sj, K, mi, mj));
   }
   // False only when j is outside i's KSim window for every joint and too far
@@ -219,6 +228,7 @@ struct PaperCriterion {
 // scores exceed it count, and no counted joint gives 0.
 template <typename T>
 struct OksCriterion {
+  static constexpr bool kDependsOnRemaining = false;
   const T* vars;  // K + 1 values: (2 sigma_n)^2 for each joint, then their maximum
   int64_t K;
   T thresh, vis_thresh, log_inv_thresh;
@@ -241,7 +251,7 @@ struct OksCriterion {
   }
   RMPE_HD bool suppresses(const PairScore<T>& p) const { return p.sim > thresh; }
   RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
-                      const PoseMeta<T>& mj) const {
+                      const PoseMeta<T>& mj, int64_t /*n_rem: see WholeBodyCriterion*/ = 0) const {
     return suppresses(score(ki, si, kj, sj, K, mi, mj));
   }
   // Every term exp(-e_n) <= exp(-g^2 / (2 vars_max A)) <= thresh once the gap
@@ -261,6 +271,87 @@ struct OksCriterion {
   RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T area_max) const {
     return radius_to(mi, area_max, mag_max);
   }
+};
+
+// AlphaPose's whole-body criterion (docs/design.md 2.4; master's pose_nms for
+// 133 and 136 keypoints), as AlphaPose computes it. With d_n the joint
+// distances, `low_n` = [s_j^n < score_thresh] (the other pose's score) and the
+// parts by position from the end (body: all but the last 110, face: the next
+// 68, hands: the last 42):
+//   sim = mean_body(st) + fws mean_face(st) + hws mean_hands(st)
+//       + mu (mean_body(dt) + fwd mean_face(dt) + hwd mean_hands(dt)),
+//   st_n = [d_n <= 1 and low_n] tanh(s_i^n / delta1) tanh(s_j^n / delta1),
+//   dt_n = [not low_n] exp(-d_n / (delta2 f_part)), f = 1, face_factor, hand_factor;
+// the match count by absolute position: joints 0..25 within r = min(ref_i,
+// pck_cap), 26..93 within face_factor r, 94.. within hand_factor r. AlphaPose
+// normalizes that count by the rows still in play: match = count K / (4 n_rem c_i),
+// c_i the pick's joints scoring above score_thresh / 2 (0 when c_i = 0), so
+// whether i removes j depends on how many poses remain when i is picked.
+template <typename T>
+struct WholeBodyCriterion {
+  // decisions depend on the poses still in play: no precomputed suppression
+  // matrix (the CUDA kernels evaluate each pick's row when it is taken)
+  static constexpr bool kDependsOnRemaining = true;
+  T delta1, mu, gamma, pck_cap, match_thresh, score_thresh, half_score_thresh;
+  T delta2_body, delta2_face, delta2_hand;  // delta2 times the part's factor (host, double)
+  T face_factor, hand_factor, fws, hws, fwd, hwd;
+  T reach;  // beyond it no pair scores above gamma (inf: unbounded)
+
+  RMPE_HD PairScore<T> score(const T* ki, const T* si, const T* kj, const T* sj, int64_t K,
+                             const PoseMeta<T>& mi, const PoseMeta<T>&) const {
+    const T r = fp::py_min(mi.ref, pck_cap);
+    const int64_t face0 = K - 110, hand0 = K - 42;
+    T st[3] = {T(0), T(0), T(0)}, dt[3] = {T(0), T(0), T(0)};
+    int32_t cnt = 0;
+    for (int64_t n = 0; n < K; ++n) {
+      const T d = joint_dist(ki, kj, n);
+      const bool low = sj[n] < score_thresh;
+      const int part = n < face0 ? 0 : (n < hand0 ? 1 : 2);
+      if (d <= T(1) && low)
+        st[part] = fp::add(st[part], fp::mul(fp::tanh(fp::div(si[n], delta1)), fp::tanh(fp::div(sj[n], delta1))));
+      if (!low) {
+        const T dl = part == 0 ? delta2_body : (part == 1 ? delta2_face : delta2_hand);
+        dt[part] = fp::add(dt[part], fp::exp(fp::div(-d, dl)));
+      }
+      const T factor = n < 26 ? T(1) : (n < 94 ? face_factor : hand_factor);
+      if (fp::div(d, r) <= factor) ++cnt;
+    }
+    const T nb = T(face0), nf = T(68), nh = T(42);
+    const T score_part = fp::add(fp::add(fp::div(st[0], nb), fp::mul(fp::div(st[1], nf), fws)),
+                                 fp::mul(fp::div(st[2], nh), hws));
+    const T dist_part = fp::add(fp::add(fp::div(dt[0], nb), fp::mul(fp::div(dt[1], nf), fwd)),
+                                fp::mul(fp::div(dt[2], nh), hwd));
+    return {fp::add(score_part, fp::mul(mu, dist_part)), cnt};
+  }
+  // AlphaPose's normalized match of a pair's count when the pick has c joints
+  // above score_thresh / 2 and n_rem poses remain: count / (2 n_rem c) / 2 * K.
+  RMPE_HD T match_value(int32_t count, const T* si, int64_t K, int64_t n_rem) const {
+    int64_t c = 0;
+    for (int64_t n = 0; n < K; ++n) c += si[n] > half_score_thresh ? 1 : 0;
+    const T m = T(2 * n_rem * c);  // AlphaPose's mask.sum()
+    if (m < T(2)) return T(0);
+    return fp::mul(fp::div(fp::div(T(count), m), T(2)), T(K));
+  }
+  RMPE_HD bool decide(const T* ki, const T* si, const T* kj, const T* sj, int64_t K, const PoseMeta<T>& mi,
+                      const PoseMeta<T>& mj, int64_t n_rem) const {
+    const PairScore<T> p = score(ki, si, kj, sj, K, mi, mj);
+    return p.sim > gamma || match_value(p.match, si, K, n_rem) >= match_thresh;
+  }
+  // Beyond `reach` no pair scores above gamma; beyond max(face, hand, 1) times
+  // the PCK radius no joint matches (unless match_thresh <= 0: everything does).
+  RMPE_HD T radius_to(const PoseMeta<T>& mi, T mag_j) const {
+    if (!(match_thresh > T(0))) return T(1) / T(0);
+    const T f = fp::py_max(T(1), fp::py_max(face_factor, hand_factor));
+    const T R = fp::py_max(reach, f * fp::py_min(mi.ref, pck_cap));
+    return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
+  }
+  RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
+    T gx, gy;
+    joint_box_gap(mi, mj, gx, gy);
+    const T R = radius_to(mi, mj.mag);
+    return !(gx > R || gy > R);
+  }
+  RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const { return radius_to(mi, mag_max); }
 };
 
 // Soft-OKS rescoring (mmpose _rescore): gaussian s * exp(-oks^2 / thr), or

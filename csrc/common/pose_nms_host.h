@@ -71,16 +71,62 @@ inline int64_t check_pose_inputs(const char* op, const at::Tensor& poses, const 
   return K;
 }
 
-// The values of a params list: each a number (no NaN) in the range its
-// formula and the far-pair bounds assume. Messages use the field names of
-// rmpe_ext.ops' params classes.
-enum class ParamRange { kNumber, kNonNegative, kNonNegativeFinite, kPositiveFinite };
+// The fields of the params list: method (-1: every method), slot, name (as
+// rmpe_ext.ops' params classes name them) and the range its formula and the
+// far-pair bounds assume (every value a number: no NaN).
+enum class ParamRange { kNumber, kNonNegative, kNonNegativeFinite, kPositiveFinite, kNumberOrNone };
 
-inline void check_param(const char* op, const Params& p, int slot, const char* name, ParamRange range) {
-  const double v = p[slot];
+struct ParamSpec {
+  int64_t method;
+  int slot;
+  const char* name;
+  ParamRange range;
+};
+
+inline constexpr int64_t kEveryMethod = -1;
+inline constexpr const char* kMethodNames[] = {"alphapose", "paper", "oks", "wholebody"};
+inline constexpr int64_t kNumMethods = 4;
+
+inline constexpr ParamSpec kParamSpecs[] = {
+    {kAlphaPose, param::kDelta1, "delta1", ParamRange::kPositiveFinite},
+    {kAlphaPose, param::kMu, "mu", ParamRange::kNonNegativeFinite},
+    {kAlphaPose, param::kDelta2, "delta2", ParamRange::kPositiveFinite},
+    {kAlphaPose, param::kGamma, "gamma", ParamRange::kNumber},
+    {kAlphaPose, param::kMatchThresh, "match_thresh", ParamRange::kNumber},
+    {kAlphaPose, param::kPckCap, "pck_cap", ParamRange::kNonNegative},
+    {kWholeBody, param::kDelta1, "delta1", ParamRange::kPositiveFinite},
+    {kWholeBody, param::kMu, "mu", ParamRange::kNonNegativeFinite},
+    {kWholeBody, param::kDelta2, "delta2", ParamRange::kPositiveFinite},
+    {kWholeBody, param::kGamma, "gamma", ParamRange::kNumber},
+    {kWholeBody, param::kMatchThresh, "match_thresh", ParamRange::kNumber},
+    {kWholeBody, param::kPckCap, "pck_cap", ParamRange::kNonNegative},
+    {kWholeBody, param::kFaceFactor, "face_factor", ParamRange::kPositiveFinite},
+    {kWholeBody, param::kHandFactor, "hand_factor", ParamRange::kPositiveFinite},
+    {kWholeBody, param::kFaceWeightScore, "face_weight_score", ParamRange::kNonNegativeFinite},
+    {kWholeBody, param::kHandWeightScore, "hand_weight_score", ParamRange::kNonNegativeFinite},
+    {kWholeBody, param::kFaceWeightDist, "face_weight_dist", ParamRange::kNonNegativeFinite},
+    {kWholeBody, param::kHandWeightDist, "hand_weight_dist", ParamRange::kNonNegativeFinite},
+    {kPaper, param::kSigma1, "sigma1", ParamRange::kPositiveFinite},
+    {kPaper, param::kSigma2, "sigma2", ParamRange::kPositiveFinite},
+    {kPaper, param::kLambda, "lam", ParamRange::kNonNegativeFinite},
+    {kPaper, param::kEta, "eta", ParamRange::kNumber},
+    {kPaper, param::kBoxFrac, "box_frac", ParamRange::kNonNegativeFinite},
+    {kOks, param::kOksThresh, "thresh", ParamRange::kNumber},
+    {kOks, param::kVisThresh, "vis_thresh", ParamRange::kNumberOrNone},  // None: -inf
+    {kEveryMethod, param::kRefAlpha, "alpha", ParamRange::kNonNegativeFinite},
+    {kEveryMethod, param::kMerge, "merge", ParamRange::kNumber},
+    {kEveryMethod, param::kMergeCap, "merge_cap", ParamRange::kNonNegative},
+    {kEveryMethod, param::kScoreThresh, "score_thresh", ParamRange::kNumber},
+    {kEveryMethod, param::kAreaThresh, "area_thresh", ParamRange::kNumber},
+};
+
+inline void check_param(const char* op, double v, const char* name, ParamRange range) {
   switch (range) {
     case ParamRange::kNumber:
       TORCH_CHECK(!std::isnan(v), op, ": params.", name, " must be a number, got ", v);
+      break;
+    case ParamRange::kNumberOrNone:
+      TORCH_CHECK(!std::isnan(v), op, ": params.", name, " must be a number or None, got ", v);
       break;
     case ParamRange::kNonNegative:
       TORCH_CHECK(v >= 0, op, ": params.", name, " must be >= 0, got ", v);
@@ -94,42 +140,31 @@ inline void check_param(const char* op, const Params& p, int slot, const char* n
   }
 }
 
-inline void check_param_values(const char* op, int64_t method, const Params& p) {
-  using namespace param;
-  using R = ParamRange;
-  if (method == kAlphaPose) {
-    check_param(op, p, kDelta1, "delta1", R::kPositiveFinite);
-    check_param(op, p, kMu, "mu", R::kNonNegativeFinite);
-    check_param(op, p, kDelta2, "delta2", R::kPositiveFinite);
-    check_param(op, p, kGamma, "gamma", R::kNumber);
-    check_param(op, p, kMatchThresh, "match_thresh", R::kNumber);
-    check_param(op, p, kPckCap, "pck_cap", R::kNonNegative);
-  } else if (method == kPaper) {
-    check_param(op, p, kSigma1, "sigma1", R::kPositiveFinite);
-    check_param(op, p, kSigma2, "sigma2", R::kPositiveFinite);
-    check_param(op, p, kLambda, "lam", R::kNonNegativeFinite);
-    check_param(op, p, kEta, "eta", R::kNumber);
-    check_param(op, p, kBoxFrac, "box_frac", R::kNonNegativeFinite);
-  } else {
-    check_param(op, p, kOksThresh, "thresh", R::kNumber);
-    TORCH_CHECK(!std::isnan(p[kVisThresh]), op, ": params.vis_thresh must be a number or None, got nan");
-  }
-  check_param(op, p, kRefAlpha, "alpha", R::kNonNegativeFinite);
-  check_param(op, p, kMerge, "merge", R::kNumber);
-  check_param(op, p, kMergeCap, "merge_cap", R::kNonNegative);
-  check_param(op, p, kScoreThresh, "score_thresh", R::kNumber);
-  check_param(op, p, kAreaThresh, "area_thresh", R::kNumber);
-}
-
 inline Params read_params(const char* op, int64_t method, at::ArrayRef<double> params) {
-  TORCH_CHECK(method == kAlphaPose || method == kPaper || method == kOks, op,
-              ": method must be 0 (alphapose), 1 (paper) or 2 (oks), got ", method);
+  TORCH_CHECK(method >= 0 && method < kNumMethods, op,
+              ": method must be 0 (alphapose), 1 (paper), 2 (oks) or 3 (wholebody), got ", method);
   TORCH_CHECK(static_cast<int64_t>(params.size()) == param::kCount, op, ": params must hold ", param::kCount,
               " numbers (see rmpe_ext.ops), got ", params.size());
   Params p;
   std::copy(params.begin(), params.end(), p.begin());
-  check_param_values(op, method, p);
+  for (const ParamSpec& f : kParamSpecs)
+    if (f.method == method || f.method == kEveryMethod) check_param(op, p[f.slot], f.name, f.range);
   return p;
+}
+
+// The layout, for Python: "count=17;alphapose=0:delta1@0,mu@1,...;...;shared=-1:alpha@12,...".
+inline std::string params_layout() {
+  std::string s = "count=" + std::to_string(param::kCount);
+  for (int64_t m = kEveryMethod; m < kNumMethods; ++m) {
+    s += std::string(";") + (m < 0 ? "shared" : kMethodNames[m]) + "=" + std::to_string(m) + ":";
+    bool first = true;
+    for (const ParamSpec& f : kParamSpecs) {
+      if (f.method != m) continue;
+      s += std::string(first ? "" : ",") + f.name + "@" + std::to_string(f.slot);
+      first = false;
+    }
+  }
+  return s;
 }
 
 // OKS needs per-joint sigmas: [K] floating, on the device of poses.
@@ -152,8 +187,11 @@ inline Params check_args(const char* op, const at::Tensor& poses, const at::Tens
                          const at::Tensor& boxes, const c10::optional<at::Tensor>& scores,
                          const c10::optional<at::Tensor>& image_index, int64_t method, at::ArrayRef<double> params,
                          const c10::optional<at::Tensor>& sigmas) {
-  check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
+  const int64_t K = check_pose_inputs(op, poses, joint_scores, boxes, scores, image_index);
   const Params p = read_params(op, method, params);
+  TORCH_CHECK(method != kWholeBody || K > 110, op,
+              ": the wholebody method needs K > 110 joints (COCO-WholeBody 133, Halpe 136: the last 110 are the face "
+              "and the hands), got K = ", K);
   check_sigmas(op, sigmas, poses, method);
   return p;
 }
@@ -182,8 +220,11 @@ inline void raise_input_errors(const char* op, int32_t err) {
 // The default ranking score: torch's own mean of the effective joint scores
 // (AlphaPose: zeros read as 1e-5), so the rounding, hence the order of nearly
 // tied poses, is that of AlphaPose's pose_scores.mean(dim=1).
+// AlphaPose's two formulations read joint scores of exactly 0 as 1e-5.
+inline bool zero_fix(int64_t method) { return method == kAlphaPose || method == kWholeBody; }
+
 inline at::Tensor default_rank(const at::Tensor& joint_scores, int64_t method) {
-  if (method == kAlphaPose) {
+  if (zero_fix(method)) {
     // skip the rewrite when there is no zero (a CPU scan is cheaper than two ops)
     bool zeros = true;
     if (joint_scores.device().is_cpu() && joint_scores.is_contiguous()) {
@@ -237,6 +278,50 @@ PaperCriterion<T> make_paper(const Params& p, int64_t K) {
   return c;
 }
 
+template <typename T>
+WholeBodyCriterion<T> make_wholebody(const Params& p, int64_t /*K*/) {
+  using namespace param;
+  const double d2 = p[kDelta2], ff = p[kFaceFactor], hf = p[kHandFactor], mu = p[kMu], g = p[kGamma];
+  const double fwd = p[kFaceWeightDist], hwd = p[kHandWeightDist];
+  WholeBodyCriterion<T> c;
+  c.delta1 = T(p[kDelta1]);
+  c.mu = T(mu);
+  c.gamma = T(g);
+  c.pck_cap = T(p[kPckCap]);
+  c.match_thresh = T(p[kMatchThresh]);
+  c.score_thresh = T(p[kScoreThresh]);
+  c.half_score_thresh = T(p[kScoreThresh] / 2);  // AlphaPose: scoreThreds / 2 in Python, then float32
+  c.delta2_body = T(d2);
+  c.delta2_face = T(d2 * ff);  // as AlphaPose: the product in Python floats
+  c.delta2_hand = T(d2 * hf);
+  c.face_factor = T(ff);
+  c.hand_factor = T(hf);
+  c.fws = T(p[kFaceWeightScore]);
+  c.hws = T(p[kHandWeightScore]);
+  c.fwd = T(fwd);
+  c.hwd = T(hwd);
+  // reach: the smallest R >= 1 (the score terms need d <= 1) with
+  // mu (e^(-R/d2) + fwd e^(-R/(d2 ff)) + hwd e^(-R/(d2 hf))) <= gamma, which bounds
+  // every mean of distance terms of a pair whose joints are all R or more apart
+  const auto bound = [&](double R) {
+    return mu * (std::exp(-R / d2) + fwd * std::exp(-R / (d2 * ff)) + hwd * std::exp(-R / (d2 * hf)));
+  };
+  double reach = std::numeric_limits<double>::infinity();
+  if (std::isfinite(g) && g > 0) {
+    double lo = 1.0, hi = 1.0;
+    while (bound(hi) > g && hi < 1e15) hi *= 2;
+    if (bound(hi) <= g) {
+      for (int it = 0; it < 80 && hi > lo * (1 + 1e-12); ++it) {
+        const double mid = 0.5 * (lo + hi);
+        (bound(mid) > g ? lo : hi) = mid;
+      }
+      reach = hi;
+    }
+  }
+  c.reach = T(reach);
+  return c;
+}
+
 // `vars` points at K + 1 values on the device the kernel runs on (see
 // oks_vars): (2 sigma_n)^2 per joint, then their maximum.
 template <typename T>
@@ -274,6 +359,9 @@ void with_criterion(int64_t method, const Params& p, int64_t K, const T* vars, F
       break;
     case kPaper:
       f(make_paper<T>(p, K));
+      break;
+    case kWholeBody:
+      f(make_wholebody<T>(p, K));
       break;
     default:
       f(make_oks<T>(p, vars, K));

@@ -32,7 +32,7 @@ template <typename T>
 PreparedPoses<T> prepare_cpu(const char* op, const at::Tensor& poses, const at::Tensor& joint_scores,
                              const at::Tensor& boxes, const c10::optional<at::Tensor>& scores,
                              const c10::optional<at::Tensor>& image_index, int64_t method, const Params& p) {
-  const bool zero_fix = method == kAlphaPose;  // AlphaPose turns zero joint scores into 1e-5
+  const bool fix_zeros = zero_fix(method);  // AlphaPose turns zero joint scores into 1e-5
   PreparedPoses<T> pp;
   pp.N = poses.size(0);
   pp.K = poses.size(1);
@@ -48,7 +48,7 @@ PreparedPoses<T> prepare_cpu(const char* op, const at::Tensor& poses, const at::
   const T ref_alpha = T(p[param::kRefAlpha]), box_frac = T(method == kPaper ? p[param::kBoxFrac] : 0.0);
   int32_t err = 0;
   for (int64_t i = 0; i < N; ++i) {
-    err |= prepare_pose(pp.xy + i * K * 2, js + i * K, bx + i * 4, K, zero_fix, ref_alpha, box_frac,
+    err |= prepare_pose(pp.xy + i * K * 2, js + i * K, bx + i * 4, K, fix_zeros, ref_alpha, box_frac,
                         pp.s.data() + i * K, pp.meta[i]);
     if (scores.has_value() && !fp::isfinite(pp.rank[i])) err |= kBadScores;
     if (pp.img && pp.img[i] < 0) err |= kBadImageIndex;
@@ -127,6 +127,11 @@ std::tuple<at::Tensor, at::Tensor> pose_similarity_cpu(const at::Tensor& poses, 
 // pairs whose reference is a pick and, through a sweep over the joint boxes
 // sorted by their left edge, only those the far-pair test cannot rule out.
 // `removed` (indexed by pose) is zero on entry.
+//
+// With AlphaPose's quirks the pick is removed only through its own criterion:
+// a pick that does not match itself but removes others stays, and is picked
+// again at once (with fewer poses left: the whole-body criterion depends on
+// that number); a pick that removes nothing, itself included, is removed alone.
 template <typename T, typename Crit>
 int64_t greedy_segment(const PreparedPoses<T>& pp, const Crit& crit, bool alphapose_quirks, const int64_t* order,
                        int64_t n, int64_t* pick, int64_t* slot_of, uint8_t* removed) {
@@ -142,11 +147,13 @@ int64_t greedy_segment(const PreparedPoses<T>& pp, const Crit& crit, bool alphap
     mag_max = fp::py_max(mag_max, m.mag);
     area_max = fp::py_max(area_max, m.area);
   }
-  int64_t cnt = 0;
-  for (int64_t a = 0; a < n; ++a) {
+  int64_t cnt = 0, alive = n;
+  for (int64_t a = 0; a < n;) {
     const int64_t i = order[a];
-    if (removed[i]) continue;
-    removed[i] = 1;
+    if (removed[i]) {
+      ++a;
+      continue;
+    }
     const T* ki = pp.xy + i * K * 2;
     const T* si = &pp.s[i * K];
     const PoseMeta<T>& mi = pp.meta[i];
@@ -157,21 +164,23 @@ int64_t greedy_segment(const PreparedPoses<T>& pp, const Crit& crit, bool alphap
     for (int64_t t = std::lower_bound(left.begin(), left.end(), lo_x) - left.begin(); t < n && !(left[t] > hi_x);
          ++t) {
       const int64_t j = by_x[t];
-      if (removed[j]) continue;
+      if (removed[j] || j == i) continue;
       const PoseMeta<T>& mj = pp.meta[j];
-      if (crit.may_relate(mi, mj) && crit.decide(ki, si, pp.xy + j * K * 2, &pp.s[j * K], K, mi, mj)) {
+      if (crit.may_relate(mi, mj) && crit.decide(ki, si, pp.xy + j * K * 2, &pp.s[j * K], K, mi, mj, alive)) {
         removed[j] = 1;
         slot_of[j] = cnt;
         ++members;
       }
     }
-    // AlphaPose removes the pick only through its own criterion; a pick that
-    // does not match itself stays, is picked again at once, and then (nothing
-    // left to match) is removed alone: two picks of the same pose.
-    const bool self = !alphapose_quirks || crit.decide(ki, si, ki, si, K, mi, mi);
-    if (!self && members > 0) pick[cnt++] = i;  // the group it removed, without itself
-    pick[cnt] = i;
-    slot_of[i] = cnt++;
+    const bool self = !alphapose_quirks || members == 0 || crit.decide(ki, si, ki, si, K, mi, mi, alive);
+    alive -= members;
+    if (self) {
+      removed[i] = 1;
+      slot_of[i] = cnt;
+      --alive;
+      ++a;
+    }
+    pick[cnt++] = i;
   }
   return cnt;
 }
@@ -244,7 +253,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
     const at::Tensor& poses, const at::Tensor& joint_scores, const at::Tensor& boxes,
     const c10::optional<at::Tensor>& scores, const c10::optional<at::Tensor>& image_index, int64_t method,
     const Params& p, const c10::optional<at::Tensor>& sigmas) {
-  const bool quirks = method == kAlphaPose;
+  const bool quirks = method == kAlphaPose || method == kWholeBody;
   const auto pp = prepare_cpu<T>("rmpe_ext::pose_nms", poses, joint_scores, boxes, scores, image_index, method, p);
   const int64_t N = pp.N, K = pp.K;
   std::vector<int64_t> by_img, seg;

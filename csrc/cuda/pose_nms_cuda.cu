@@ -7,6 +7,8 @@
 //             of its image (64 poses per word), far pairs rejected cheaply
 //   scan      one warp per image: the greedy pass over the bitmask, on the
 //             device (no host round trip), giving picks and merge groups
+//             (the whole-body criterion, whose decisions depend on the poses
+//             remaining, skips the mask: live_scan evaluates each pick's row)
 //   merge     one warp per pick, a lane per joint: segmented weighted
 //             reduction of the group (AlphaPose p_merge_fast) and the tests
 //   compact   kept picks to the outputs, each pose's group
@@ -18,6 +20,7 @@
 
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 
 #include "common/pose_nms_common.h"
 #include "common/pose_nms_host.h"
@@ -166,6 +169,72 @@ __global__ void scan_kernel(int64_t N, const int64_t* __restrict__ order, const 
         slot_local[b0 + la] = cnt + twice;
       }
       cnt += 1 + twice;
+      __syncwarp();
+    }
+    if (lane == 0) seg_count[b0] = cnt;
+  }
+}
+
+// The greedy pass for a criterion whose decisions depend on how many poses
+// remain when a pick is taken (the whole-body one, kDependsOnRemaining): one
+// warp per image evaluates the pick's row when it takes the pick, lane u the
+// remaining poses at local columns la + 1 + u, la + 1 + u + 32, ... Writes what
+// scan_kernel writes (picks, slots, pick count). `removed` holds one byte per
+// sorted position, zero on entry. As greedy_segment (CPU): a pick that removes
+// others but not itself stays and is taken again at once (fewer poses remain
+// then); one that removes nothing is removed alone.
+//
+// Every lane reads removed[la] at the top of an iteration; the writes of the
+// iteration before (removed[la] by lane 0, the members' bytes by their lanes)
+// come before the __syncwarp that ends it, and within an iteration each
+// column is read and written by one lane only.
+template <typename T, typename Crit>
+__global__ void live_scan_kernel(int64_t N, int64_t K, const T* __restrict__ xy, const T* __restrict__ s,
+                                 const PoseMeta<T>* __restrict__ meta, const int64_t* __restrict__ order,
+                                 const int64_t* __restrict__ seg_begin, const int64_t* __restrict__ seg_end,
+                                 Crit crit, uint8_t* removed, int64_t* __restrict__ slot_local,
+                                 int64_t* __restrict__ pick_local, int64_t* __restrict__ seg_count) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t a = global_warp(); a < N; a += warp_stride()) {
+    if (seg_begin[a] != a) continue;
+    const int64_t b0 = a, n = seg_end[a] - a;
+    volatile uint8_t* rem = removed + b0;
+    int64_t cnt = 0, alive = n;
+    for (int64_t la = 0; la < n;) {
+      if (rem[la]) {
+        ++la;
+        continue;
+      }
+      const int64_t i = order[b0 + la];
+      const T* ki = xy + i * K * 2;
+      const T* si = s + i * K;
+      const PoseMeta<T> mi = meta[i];
+      int members = 0;
+      for (int64_t lc = la + 1 + lane; lc < n; lc += 32) {
+        if (rem[lc]) continue;
+        const int64_t j = order[b0 + lc];
+        const PoseMeta<T> mj = meta[j];
+        if (crit.may_relate(mi, mj) && crit.decide(ki, si, xy + j * K * 2, s + j * K, K, mi, mj, alive)) {
+          rem[lc] = 1;
+          slot_local[b0 + lc] = cnt;
+          ++members;
+        }
+      }
+      for (int o = 16; o; o >>= 1) members += __shfl_xor_sync(kFullMask, members, o);
+      const bool self = members == 0 || crit.decide(ki, si, ki, si, K, mi, mi, alive);  // the same in every lane
+      alive -= members;
+      if (lane == 0) {
+        pick_local[b0 + cnt] = i;
+        if (self) {
+          rem[la] = 1;
+          slot_local[b0 + la] = cnt;
+        }
+      }
+      if (self) {
+        --alive;
+        ++la;
+      }
+      ++cnt;
       __syncwarp();
     }
     if (lane == 0) seg_count[b0] = cnt;
@@ -429,7 +498,7 @@ DevicePoses<T> prepare_device(const at::Tensor& poses, const at::Tensor& joint_s
   prep_kernel<T><<<cuda::blocks_for(d.N), cuda::kThreads, 0, stream>>>(
       d.N, d.K, d.xy.template data_ptr<T>(), d.js.template data_ptr<T>(), d.bx.template data_ptr<T>(),
       d.sc.defined() ? d.sc.template data_ptr<T>() : nullptr,
-      d.img.defined() ? d.img.template data_ptr<int64_t>() : nullptr, method == kAlphaPose,
+      d.img.defined() ? d.img.template data_ptr<int64_t>() : nullptr, zero_fix(method),
       T(p[param::kRefAlpha]), box_frac, d.s_eff.template data_ptr<T>(),
       reinterpret_cast<PoseMeta<T>*>(d.meta.template data_ptr<T>()), reinterpret_cast<u64*>(d.status.template data_ptr<int64_t>()));
   cuda::check_launch("prep_kernel");
@@ -515,11 +584,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
   if (N == 0)
     return {at::empty({0}, L), at::empty({0, K, 2}, poses.options()), at::empty({0, K}, poses.options()),
             at::empty({0}, L)};
-  const bool quirks = method == kAlphaPose;
+  const bool quirks = method == kAlphaPose || method == kWholeBody;
+  const bool live = method == kWholeBody;  // decisions that depend on the poses remaining: live_scan_kernel
 
   auto ord = nms_order(d.rank, d.img);
   const at::Tensor order = ord.first, img_sorted = ord.second;
-  const int64_t W = mask_words(N, img_sorted);
+  const int64_t W = live ? 0 : mask_words(N, img_sorted);
   at::Tensor ws = at::empty({4, N}, L);  // seg_begin, seg_end, slot_local, pick_local
   at::Tensor zs = at::zeros({3, N}, L);  // seg_count, kept_all, removed words
   int64_t* seg_begin = ws[0].data_ptr<int64_t>();
@@ -541,14 +611,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pose_nms_typed(
   cuda::check_launch("segment_kernel");
   at::Tensor vars = method == kOks ? oks_vars(*sigmas) : at::Tensor();
   with_criterion<T>(method, p, K, vars.defined() ? vars.data_ptr<T>() : nullptr, [&](const auto& crit) {
-    mask_kernel<<<warp_blocks, cuda::kThreads, 0, stream>>>(N, K, xy, s, meta, order_p, seg_begin, seg_end, W, crit,
-                                                           quirks, reinterpret_cast<u64*>(mask.data_ptr<int64_t>()));
+    if constexpr (std::decay_t<decltype(crit)>::kDependsOnRemaining) {
+      live_scan_kernel<<<warp_blocks, cuda::kThreads, 0, stream>>>(N, K, xy, s, meta, order_p, seg_begin, seg_end,
+                                                                   crit, reinterpret_cast<uint8_t*>(removed),
+                                                                   slot_local, pick_local, seg_count);
+      cuda::check_launch("live_scan_kernel");
+    } else {
+      mask_kernel<<<warp_blocks, cuda::kThreads, 0, stream>>>(N, K, xy, s, meta, order_p, seg_begin, seg_end, W,
+                                                             crit, quirks,
+                                                             reinterpret_cast<u64*>(mask.data_ptr<int64_t>()));
+      cuda::check_launch("mask_kernel");
+      scan_kernel<<<warp_blocks, cuda::kThreads, 0, stream>>>(N, order_p, seg_begin, seg_end, W,
+                                                              reinterpret_cast<const u64*>(mask.data_ptr<int64_t>()),
+                                                              quirks, removed, slot_local, pick_local, seg_count);
+      cuda::check_launch("scan_kernel");
+    }
   });
-  cuda::check_launch("mask_kernel");
-  scan_kernel<<<warp_blocks, cuda::kThreads, 0, stream>>>(N, order_p, seg_begin, seg_end, W,
-                                                          reinterpret_cast<const u64*>(mask.data_ptr<int64_t>()),
-                                                          quirks, removed, slot_local, pick_local, seg_count);
-  cuda::check_launch("scan_kernel");
   const at::Tensor seg_incl = at::cumsum(zs[0], 0);
 
   // The merge sums each group in ascending pose index: the poses of each image

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from ._registry import non_differentiable as _non_differentiable
 
 __all__ = [
     "AlphaPoseNMSParams",
+    "WholeBodyNMSParams",
     "PaperNMSParams",
     "OKSNMSParams",
     "COCO_SIGMAS",
@@ -50,8 +51,30 @@ __all__ = [
 COCO_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
                0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
 
-_METHODS = {"alphapose": 0, "paper": 1, "oks": 2}
-_NUM_PARAMS = 11  # csrc/common/pose_nms_common.h, namespace param
+class _Layout(NamedTuple):
+    """The params list the ops take, as the binary defines it (kParamSpecs in
+    csrc/common/pose_nms_host.h): its size, the method ids, and the slot of each field."""
+
+    count: int
+    methods: Dict[str, int]
+    fields: Dict[str, Tuple[Tuple[str, int], ...]]  # method -> its own fields, then the shared ones
+
+
+def _read_layout() -> _Layout:
+    count, methods, own = 0, {}, {}
+    for part in torch.ops.rmpe_ext._nms_params_layout().split(";"):
+        key, value = part.split("=", 1)
+        if key == "count":
+            count = int(value)
+            continue
+        mid, fields = value.split(":", 1)
+        if key != "shared":
+            methods[key] = int(mid)
+        own[key] = tuple((f, int(slot)) for f, slot in (x.split("@") for x in fields.split(",") if x))
+    return _Layout(count, methods, {m: own[m] + own["shared"] for m in methods})
+
+
+_LAYOUT = _read_layout()  # read once at import: a constant to torch.compile
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -70,14 +93,14 @@ class _NMSParams:
 
     method = ""
 
-    def _method_values(self) -> list:
-        raise NotImplementedError
-
     def to_list(self) -> list:
-        """The ``params`` list of the ops (layout: csrc/common/pose_nms_common.h, namespace param)."""
-        values = self._method_values()
-        values += [0.0] * (6 - len(values))
-        return values + [self.alpha, float(self.merge), self.merge_cap, self.score_thresh, self.area_thresh]
+        """The ``params`` list of the ops: each field at the slot the binary's layout gives it
+        (``torch.ops.rmpe_ext._nms_params_layout()``); None (OKS ``vis_thresh``) is -inf."""
+        values = [0.0] * _LAYOUT.count
+        for name, slot in _LAYOUT.fields[self.method]:
+            v = getattr(self, name)
+            values[slot] = -math.inf if v is None else float(v)
+        return values
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -105,8 +128,51 @@ class AlphaPoseNMSParams(_NMSParams):
 
     method = "alphapose"
 
-    def _method_values(self) -> list:
-        return [self.delta1, self.mu, self.delta2, self.gamma, float(self.match_thresh), self.pck_cap]
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WholeBodyNMSParams(_NMSParams):
+    """AlphaPose's whole-body pose NMS (docs/design.md 2.4): the criterion AlphaPose master uses for
+    COCO-WholeBody (133 keypoints) and Halpe-136, with K > 110 joints whose last 110 are the face (68)
+    and the hands (42). Defaults: AlphaPose's constants with ``use_heatmap_loss=True``;
+    :meth:`alphapose` gives either set.
+
+    Pose j is removed by the reference i when ``simi > gamma`` or ``match >= match_thresh``, where,
+    with ``low_n = [s_j^n < score_thresh]``, ``simi`` is the mean over each part of the score terms
+    ``[d_n <= 1 and low_n] tanh(s_i^n/delta1) tanh(s_j^n/delta1)`` (weights 1, ``face_weight_score``,
+    ``hand_weight_score``) plus ``mu`` times the means of ``[not low_n] exp(-d_n / (delta2 f))``
+    (``f`` 1, ``face_factor``, ``hand_factor``; weights 1, ``face_weight_dist``, ``hand_weight_dist``),
+    and ``match = count K / (4 n_rem c_i)``: ``count`` the joints 0-25 within ``r = min(alpha max(w_i,
+    h_i), pck_cap)``, 26-93 within ``face_factor r``, 94 on within ``hand_factor r``; ``n_rem`` the poses
+    still in play when i is picked; ``c_i`` i's joints scoring above ``score_thresh / 2`` (0 when none).
+    ``score_thresh`` also drops picks, as for :class:`AlphaPoseNMSParams`.
+    """
+
+    delta1: float = 1.0
+    mu: float = 1.7
+    delta2: float = 2.65
+    gamma: float = 22.48
+    match_thresh: float = 5
+    pck_cap: float = 7.0
+    face_factor: float = 1.9
+    hand_factor: float = 0.55
+    face_weight_score: float = 1.0
+    hand_weight_score: float = 0.1
+    face_weight_dist: float = 1.0
+    hand_weight_dist: float = 1.5
+    merge: bool = True
+    score_thresh: float = 0.3
+    area_thresh: float = 0.0
+
+    method = "wholebody"
+
+    @classmethod
+    def alphapose(cls, use_heatmap_loss: bool = True, **changes) -> "WholeBodyNMSParams":
+        """AlphaPose master's constants for whole-body models: its defaults when
+        ``use_heatmap_loss`` (MSE-loss models), else (``delta1=1, mu=1.65, delta2=8, gamma=3.6,
+        score_thresh=0.01, match_thresh=3, alpha=0.15``), then ``changes``."""
+        base = {} if use_heatmap_loss else dict(delta1=1.0, mu=1.65, delta2=8.0, gamma=3.6, score_thresh=0.01,
+                                                match_thresh=3.0, alpha=0.15)
+        return cls(**{**base, **changes})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -129,8 +195,6 @@ class PaperNMSParams(_NMSParams):
 
     method = "paper"
 
-    def _method_values(self) -> list:
-        return [self.sigma1, self.sigma2, self.lam, self.eta, self.box_frac]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -148,12 +212,10 @@ class OKSNMSParams(_NMSParams):
 
     method = "oks"
 
-    def _method_values(self) -> list:
-        return [self.thresh, -math.inf if self.vis_thresh is None else self.vis_thresh]  # -inf: every joint
 
 
-Params = Union[AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams]
-_DEFAULTS = {cls.method: cls for cls in (AlphaPoseNMSParams, PaperNMSParams, OKSNMSParams)}
+Params = Union[AlphaPoseNMSParams, WholeBodyNMSParams, PaperNMSParams, OKSNMSParams]
+_DEFAULTS = {cls.method: cls for cls in (AlphaPoseNMSParams, WholeBodyNMSParams, PaperNMSParams, OKSNMSParams)}
 
 
 class PoseNMSResult(NamedTuple):
@@ -175,8 +237,9 @@ class PoseNMSResult(NamedTuple):
 
 
 def _resolve(method: str, params) -> Tuple[int, list, Params]:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+    methods = _LAYOUT.methods
+    if method not in methods or method not in _DEFAULTS:
+        raise ValueError(f"method must be one of {sorted(_DEFAULTS)}, got {method!r}")
     if params is None:
         params = _DEFAULTS[method]()
     elif isinstance(params, dict):
@@ -184,9 +247,7 @@ def _resolve(method: str, params) -> Tuple[int, list, Params]:
     if getattr(params, "method", None) != method:
         raise TypeError(f"params must be a {_DEFAULTS[method].__name__} (or a dict of its fields) for "
                         f"method={method!r}, got {type(params).__name__}")
-    values = params.to_list()
-    assert len(values) == _NUM_PARAMS
-    return _METHODS[method], values, params
+    return methods[method], params.to_list(), params
 
 
 def _sigmas(params: Params, poses: Tensor) -> Optional[Tensor]:
@@ -210,9 +271,11 @@ def pose_similarity(poses: Tensor, joint_scores: Tensor, boxes: Tensor, method: 
     Returns ``(sim [N, N], match [N, N] int32)``: for ``alphapose`` the
     parametric distance ``simi`` and the PCK match count; for ``paper``
     ``d = KSim + lam HSim`` and the number of joints inside the KSim window; for
-    ``oks`` the OKS and the number of joints counted. ``sim[i, j] > threshold``
-    (or ``match >= match_thresh`` for alphapose) is what lets i remove j. For
-    ``alphapose`` a joint score of exactly 0 is read as 1e-5, as AlphaPose does.
+    ``oks`` the OKS and the number of joints counted; for ``wholebody`` its ``simi`` and
+    its raw match count (the decision normalizes it by the poses still in play: see
+    :class:`WholeBodyNMSParams`). ``sim[i, j] > threshold`` (or ``match >= match_thresh``
+    for alphapose) is what lets i remove j. For ``alphapose`` and ``wholebody`` a joint
+    score of exactly 0 is read as 1e-5, as AlphaPose does.
     """
     m, values, p = _resolve(method, params)
     return torch.ops.rmpe_ext.pose_similarity(poses, joint_scores, boxes, m, values, _sigmas(p, poses))
@@ -224,17 +287,19 @@ def pose_nms(poses: Tensor, joint_scores: Tensor, boxes: Tensor, scores: Optiona
     """Greedy parametric pose NMS with score-weighted merging, batched over images.
 
     Repeatedly takes the most confident remaining pose of an image as reference,
-    removes every remaining pose its criterion marks (``method``: ``alphapose``,
+    removes every remaining pose its criterion marks (``method``: ``alphapose``, ``wholebody``,
     ``paper`` or ``oks``, parameters in ``params``), and merges the removed group
     into the reference (AlphaPose's ``p_merge_fast``) when ``params.merge``: per
     joint, the members within ``min(alpha max(w, h), merge_cap)`` pixels of the
     reference's joint, weighted by their joint scores. A joint with no weight
-    (no member in range, or scores summing to 0) is NaN for ``alphapose``, as in
-    AlphaPose, and keeps the reference's joint for the other methods.
-    With ``method="alphapose"`` this follows AlphaPose's ``pose_nms`` exactly,
-    including its quirks: joint scores of exactly 0 count as 1e-5, and a
-    reference that does not match itself (possible with K < 5 joints) is kept
-    twice, once with the group it removed and once alone.
+    (no member in range, or scores summing to 0) is NaN for ``alphapose`` and
+    ``wholebody``, as in AlphaPose, and keeps the reference's joint for the other methods.
+    With ``method="alphapose"`` (and ``"wholebody"``) this follows AlphaPose's ``pose_nms``
+    exactly, including its quirks: joint scores of exactly 0 count as 1e-5, and a
+    reference that does not match itself (possible with K < 5 joints, and with the
+    whole-body criterion) stays, is taken again at once (removing what it matches then:
+    the whole-body criterion depends on how many poses remain), and is removed alone
+    when it matches nothing.
 
     Returns a :class:`PoseNMSResult` ``(keep, poses, scores, group)``.
     """

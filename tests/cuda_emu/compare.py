@@ -264,6 +264,36 @@ def pose_nms_generated(c: Comparer):
         c.op("soft_oks_nms", f"generated, linear {linear}", args, ("keep", "scores"))
 
 
+def pose_nms_wholebody(c: Comparer):
+    """The whole-body criterion (decisions depend on the poses remaining: live_scan_kernel): AlphaPose
+    master's recorded 133/136-keypoint calls (where ../shared is present) and generated scenes, with
+    both sets of AlphaPose's constants, under every schedule of the level."""
+    quick = c.level == "asan"
+    cases = []
+    root = SHARED / "alphapose_master"
+    if (root / "pose_nms_index.json").exists():
+        index = json.loads((root / "pose_nms_index.json").read_text())
+        z = np.load(root / "pose_nms_cases.npz")
+        for rec in index:
+            if rec["K"] in (133, 136) and rec["module_state"] == "fresh" and not (quick and rec["group"] == "edge"):
+                P, S, B = (torch.from_numpy(z[f"{rec['case']}_in_{k}"]) for k in ("pose_preds", "pose_scores", "bboxes"))
+                cases.append((f"master {rec['case']} K={rec['K']}", P, S[..., 0], B, None, rec["use_heatmap_loss"],
+                              float(rec["areaThres"])))
+        if quick:
+            cases = cases[::6]
+    for K in (111, 133, 136):
+        P, S, B, img = generated(20 + K, images=2, persons=3, per_person=5, K=K, spread=1.0)
+        S[::4, K - 50:] *= 0.02  # low-scoring face and hands: the score masks matter
+        cases += [(f"generated K={K}", P, S, B, img, flag, 0.0) for flag in (True, False)]
+    for name, P, S, B, img, flag, area in cases:
+        params = ops.WholeBodyNMSParams.alphapose(flag, area_thresh=area)
+        for dtype in (torch.float32,) if quick else (torch.float32, torch.float64):
+            args = (P.to(dtype), S.to(dtype), B.to(dtype), None, img, 3, params.to_list(), None)
+            c.op("pose_nms", f"{name}, use_heatmap_loss {flag}, {dtype}", args, NMS_OUT, schedules=c.schedules)
+        c.op("pose_similarity", f"{name}, use_heatmap_loss {flag}", (P, S, B, 3, params.to_list(), None),
+             ("sim", "match"))
+
+
 # ------------------------------------------------------------------ affine
 
 
@@ -411,6 +441,7 @@ def real_crops(c: Comparer):
 GROUPS = {
     "pose_nms_real": lambda c: pose_nms_real(c, _proposals()),
     "pose_nms_generated": pose_nms_generated,
+    "pose_nms_wholebody": pose_nms_wholebody,
     "affine_sample": affine_sample,
     "affine_crop": affine_crop,
     "real_crops": real_crops,
