@@ -130,3 +130,5 @@ def _as3(v: Sequence[float], name: str) -> Tuple[float, float, float]:
 
 from .torch_model import TorchHeatmapModel, load_torch_model  # noqa: E402
 from .blazepose import BlazePoseModel, default_blazepose_path  # noqa: E402
+from .fastpose import FastPose, FastPoseModel, load_fastpose  # noqa: E402  (AlphaPose's FastPose and its checkpoints)
+__all__ += ["FastPose", "FastPoseModel", "load_fastpose"]
