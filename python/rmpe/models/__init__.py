@@ -22,7 +22,9 @@ An adapter tells :class:`rmpe.pipeline.Pipeline` how to feed the model and how t
   channels-first; an adapter whose model wants channels-last transposes them itself.
 
 :class:`TorchHeatmapModel` wraps any torch module (or a TorchScript / ``torch.export`` file);
-:class:`BlazePoseModel` runs MediaPipe's offline BlazePose landmark model with ai-edge-litert.
+:class:`BlazePoseModel` runs MediaPipe's offline BlazePose landmark model with ai-edge-litert;
+:class:`BlazePoseTorchModel` runs the same model as a batched torch module (:class:`BlazePoseTorch`, built from
+the ``.tflite`` at load time; needs the ``tflite`` parser package).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
 import torch
 
 __all__ = ["PoseModel", "ADAPTER_ATTRS", "check_model", "check_heatmaps", "COCO17_JOINTS", "TorchHeatmapModel", "BlazePoseModel",
-           "load_torch_model", "default_blazepose_path"]
+           "load_torch_model", "default_blazepose_path", "BlazePoseTorch", "BlazePoseTorchModel"]
 
 COCO17_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -130,5 +132,6 @@ def _as3(v: Sequence[float], name: str) -> Tuple[float, float, float]:
 
 from .torch_model import TorchHeatmapModel, load_torch_model  # noqa: E402
 from .blazepose import BlazePoseModel, default_blazepose_path  # noqa: E402
+from .blazepose_torch import BlazePoseTorch, BlazePoseTorchModel  # noqa: E402
 from .fastpose import FastPose, FastPoseModel, load_fastpose  # noqa: E402  (AlphaPose's FastPose and its checkpoints)
 __all__ += ["FastPose", "FastPoseModel", "load_fastpose"]
