@@ -1,6 +1,6 @@
 # The two commands of the README, each installing what it needs into .venv:
 #   make demo   the pipeline end to end on the shipped sample (4 COCO images, 118 boxes, BlazePose): AP, timings vs AlphaPose
-#   make test   the test suite, then a one-round smoke run of every benchmark
+#   make test   the test suite (its learning tests again without vector kernels, 1 thread), then a one-round smoke run of every benchmark
 # Also: make nms-demo (pose NMS on 413 real proposals vs AlphaPose), make bench (the benchmarks, ratios into benchmarks/last_run.md), make cuda-check (nvcc on every .cu),
 # make sanitize (the op tests against an AddressSanitizer + UBSan build of the extension),
 # make test-cuda-emu (the CUDA kernels run on the CPU under an emulation of CUDA; part of make test).
@@ -33,6 +33,7 @@ nms-demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider -m learning tests
 	$(MAKE) --no-print-directory test-cuda-emu
 	$(PY) -m pytest -q benchmarks --benchmark-disable
 

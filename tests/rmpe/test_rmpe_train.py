@@ -17,7 +17,16 @@ from rmpe.hourglass import StackedHourglass
 from rmpe.sstn import SSTN
 from rmpe.train import Trainer, TrainConfig, evaluate, set_seed
 
-torch.set_num_threads(2)
+
+def _threads():
+    """OMP_NUM_THREADS when set (CI runs the learning tests at 1 and 2), else 2."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return 2
+
+
+torch.set_num_threads(_threads())
 
 
 def synthetic_crops(n=16, seed=0):
@@ -178,13 +187,28 @@ def test_split_by_image_keeps_images_apart(shared_data):
     assert len(tr) + len(va) == len(persons)
 
 
+# Seed spread of the short run (examples/sstn_seed_spread.py --part short --short-epochs 6; 20 runs per
+# branch: seeds 0-7 at 1 thread, 0-3 at 2 threads with torch's default kernels (AVX512 on the Intel Xeon it
+# ran on), 0-3 at 1 and 2 threads with ATEN_CPU_CAPABILITY=default), mean +- SD (min..max):
+#   training loss last / first epoch   parallel 0.350 +- 0.033 (0.287..0.385), none 0.349 +- 0.033
+#   held-out loss after / before       parallel 0.261 +- 0.118 (0.108..0.460), none 0.259 +- 0.117
+#   held-out PCK@0.2 gain              parallel +0.108 +- 0.017 (+0.080..+0.139), none +0.111 +- 0.019
+# Limits: mean + 3 SD for the ratios, mean - 3 SD for the PCK gain, rounded towards the weaker claim.
+SHORT_EPOCHS = 6
+SHORT_LIMITS = {"loss_ratio": 0.46, "val_loss_ratio": 0.62, "pck_gain": 0.05}
+
+
+@pytest.mark.learning
 def test_short_training_on_real_persons(shared_data):
     """A short run on real COCO persons (coco_mini train2017 + mmpose) with jittered boxes, evaluated on
     held-out coco_mini val2017 persons: the training loss falls and the held-out heatmap loss and PCK
-    improve over the first epoch, with and without the parallel branch. The displacement measure is
-    computed and checked finite only: at this scale (about 70 training persons, 3 epochs) the STN does
-    not reduce it, measured; the held-out PCK rose 0.062 -> 0.117 in the run this margin came from."""
-    torch.set_num_threads(2)
+    improve over 6 epochs (1 of SPPE warm-up), with and without the parallel branch, by more than the
+    measured seed spread allows to be chance (table above). At 3 epochs, as this test ran before, the
+    PCK gain was +0.062 +- 0.024 (min +0.024) over 21 runs: within 3 SD of no gain, hence the 6 epochs.
+    The displacement measure is computed and checked finite only: at this scale the STN (a ResNet
+    localization net trained end to end) does not reduce it (measured, both branches, 40 runs: reduction
+    -0.0025 +- 0.0052)."""
+    torch.set_num_threads(_threads())
     root = shared_data / "coco_mini"
     train_p = load_persons(root / "person_keypoints_train2017_cocomini.json", root / "train2017", min_keypoints=5)
     val_p = load_persons(root / "person_keypoints_val2017_cocomini.json", root / "val2017", min_keypoints=8)[:20]
@@ -192,16 +216,17 @@ def test_short_training_on_real_persons(shared_data):
     aug = JitterAugmenter(shift=0.25, scale=(0.9, 1.1), keep_aspect=True)
     tr = make_crops(train_p, frames, aug, 4, np.random.default_rng(0), sigma=2.0)
     va = make_crops(val_p, frames, aug, 2, np.random.default_rng(1), sigma=2.0)
+    lim = SHORT_LIMITS
     for parallel in ("shared", None):
         set_seed(0)
         model = SSTN(StackedHourglass(stacks=1, width=16, depth=2), parallel=parallel, loc_width=8,
                      loc_blocks=(1, 1, 1))
         before = evaluate(model, va)
-        cfg = TrainConfig(epochs=3, lr=3e-3, loc_lr=1e-3, sppe_warmup_epochs=1, progress=False, seed=0)
+        cfg = TrainConfig(epochs=SHORT_EPOCHS, lr=3e-3, loc_lr=1e-3, sppe_warmup_epochs=1, progress=False, seed=0)
         hist = Trainer(model, tr, cfg, val=va).fit()
-        assert hist[-1]["main_loss"] < 0.6 * hist[0]["main_loss"], hist
-        assert hist[-1]["val_loss"] < 0.8 * before["loss"], (before, hist[-1])
-        assert hist[-1]["val_pck"] > before["pck"] + 0.03, (before, hist[-1])  # measured: 0.062 -> 0.117
+        assert hist[-1]["main_loss"] < lim["loss_ratio"] * hist[0]["main_loss"], (parallel, hist)
+        assert hist[-1]["val_loss"] < lim["val_loss_ratio"] * before["loss"], (parallel, before, hist[-1])
+        assert hist[-1]["val_pck"] > before["pck"] + lim["pck_gain"], (parallel, before, hist[-1])
         assert np.isfinite(hist[-1]["val_displacement_after"])
 
 
@@ -292,17 +317,17 @@ def _centring_data(shared_data):
 
 @pytest.fixture(scope="module")
 def position_sensitive_sppe(shared_data):
-    """An SSTN whose SPPE was warmed up on heavily displaced proposal crops (8 new jittered boxes per
+    """An SSTN whose SPPE was warmed up on heavily displaced proposal crops (12 new jittered boxes per
     person per epoch, shift up to 0.3 of the box, random mirror; targets in the proposal's own frame),
     so that its heatmaps move with the person; the localization net (a spatial soft-argmax on those
     heatmaps, translation only) is still the identity."""
     from rmpe.datasets import ResampledCrops
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(_threads())
     train_p, held_p = _centring_data(shared_data)
     frames = load_frames(train_p + held_p)
     aug = JitterAugmenter(shift=0.3, scale=(0.8, 1.25), keep_aspect=True)
-    data = ResampledCrops(train_p, frames, aug, 8, seed=0, flip=True, sigma=2.0)
+    data = ResampledCrops(train_p, frames, aug, BOXES_PER_PERSON, seed=0, flip=True, sigma=2.0)
     held = make_crops(held_p, frames, aug, 8, np.random.default_rng(1), sigma=2.0)
     set_seed(0)
     model = SSTN(StackedHourglass(stacks=1, width=16, depth=2), loc_features="sppe", loc_transform="translation")
@@ -312,47 +337,91 @@ def position_sensitive_sppe(shared_data):
     return model, data, held, hist
 
 
-WARMUP = 8
+# examples/train_sstn.py's default sizes (its "jitter" runs), which its own docs table reports
+WARMUP = 12
+BOXES_PER_PERSON = 12
+STN_EPOCHS = 4
+
+# Seed spread of the centring run (`examples/sstn_seed_spread.py --matrix`, docs/sstn_training.md): 22 runs =
+# seeds 0-9 at 1 thread and 0-3 at 2 threads with torch's default kernels (AVX512 on the Intel Xeon it ran
+# on), seeds 0-3 at 1 and 2 threads with ATEN_CPU_CAPABILITY=default. Mean +- sample SD (min) after
+# STN_EPOCHS epochs; displacement reductions before - after (> 0: towards the person), PCK@0.2 change after
+# - before, loss: the last STN epoch's main loss (larger branch) over the first warm-up epoch's:
+#
+#                        parallel branch              none                         parallel - none
+#   training persons     +0.0505 +- 0.0095 (+0.0356)  +0.0245 +- 0.0065 (+0.0117)  +0.0260 +- 0.0091 (+0.0101)
+#   held-out persons     +0.0154 +- 0.0060 (+0.0069)  +0.0101 +- 0.0047 (+0.0009)  +0.0053 +- 0.0058 (-0.0032)
+#   held-out PCK change  -0.0060 +- 0.0084 (-0.0194)  -0.0019 +- 0.0090 (-0.0265)
+#   both branches' mean: training +0.0375 +- 0.0068, held-out +0.0127 +- 0.0045; loss ratio 0.314 +- 0.029
+#
+# Each limit is mean - 3 SD (mean + 3 SD for the loss), rounded towards the weaker claim; where that comes
+# out below zero it is asserted as the bound it is ("moves away by no more than ..."), not as a reduction.
+CENTRING_LIMITS = {
+    "parallel": {"train": 0.022, "held": -0.003, "pck": -0.032, "loss": 0.41},
+    "none": {"train": 0.004, "held": -0.004, "pck": -0.029, "loss": 0.41},
+}
+CENTRING_BOTH = {"train": 0.017, "held": -0.001}  # the two branches' mean reduction
+CENTRING_PARALLEL_GAIN = -0.002  # parallel - none on the training persons: 0.0260 - 3 * 0.0091 = -0.0012
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", [True, False], ids=["parallel", "no-parallel"])
-def test_stn_learns_to_centre_the_person(position_sensitive_sppe, parallel):
-    """The issue's claim on real persons (slow: both cases took 427 s wall, 450 CPU-s, on the loaded 2-core
-    machine): after the
-    SPPE warm-up on displaced crops (8 epochs), 3 epochs of STN training with the SPPE frozen move the
-    crop towards the person, and the heatmap loss falls over the run (0.086 -> 0.022, mostly in the
-    warm-up). Measured (seed 0, 2 threads; normalized proposal units, jitter boxes of shift <= 0.3):
+@pytest.mark.learning
+def test_stn_learns_to_centre_the_person(position_sensitive_sppe):
+    """The paper's claim on real persons, at examples/train_sstn.py's default size: after the SPPE
+    warm-up on displaced crops (12 epochs), 4 epochs of STN training with the SPPE frozen move the crop
+    towards the person, with the parallel branch and without it (the SDTN's loss alone), and the heatmap
+    loss falls over the run (0.068 -> 0.019, mostly in the warm-up).
 
-    * with the parallel branch: training persons (unseen boxes) 0.3196 -> 0.3103, held-out persons
-      0.3203 -> 0.3161; held-out PCK@0.2 0.299 -> 0.313;
-    * without it (the SDTN's loss alone): training persons 0.3196 -> 0.3175; held-out 0.3203 -> 0.3201,
-      i.e. no held-out reduction at this length (the longer examples/train_sstn.py run reaches 0.3128),
-      so for that case only the training-set reduction is asserted and the held-out one must not grow.
+    The limits are the measured seed spread's mean - 3 SD (table above; per-seed figures and the command
+    in docs/sstn_training.md), not one run's figures: one run's figures are as much the seed, the thread
+    count and the CPU's kernels as the method (at the old 8 + 3 epochs, seed 0 at 2 threads reduced the
+    training persons' displacement by 0.0093 on the machine the old test was written on and by 0.0024
+    on an Intel Xeon). Asserted:
 
-    The margins are about half the measured reductions: small, because this SPPE's heatmaps carry
-    little position (a linear probe on them corrects the displacement only 0.320 -> 0.307)."""
+    * the training persons' unseen boxes: the displacement falls, with either branch and on average;
+    * the held-out persons: it falls on average over the spread (+0.013) but not by 3 SD in every run,
+      so only their mean over both branches is asserted not to grow past the spread, and each branch's;
+    * the parallel branch's extra reduction on the training persons (+0.026 +- 0.009, positive in all
+      22 runs) is 2.9 SD from zero: asserted only not to be negative beyond the spread. On the held-out
+      persons it is within noise (+0.005 +- 0.006): not asserted;
+    * held-out PCK@0.2: centring does not improve it at this scale (-0.006 +- 0.008 with the parallel
+      branch); asserted only not to drop by more than 3 SD.
+
+    The reductions are small (the training persons' 0.32 falls by about 16% with the parallel branch,
+    the held-out persons' by about 5%) because this SPPE's heatmaps carry little position: a linear probe
+    on them corrects the held-out displacement only 0.320 -> 0.307.
+
+    Both branches run here (one test, one shared warm-up)."""
     import copy
 
     base, data, held, warm = position_sensitive_sppe
-    model = copy.deepcopy(base)
-    model.use_parallel = parallel
     train_eval = data(100)  # boxes the run never trains on, of the training persons
-    before, before_train = evaluate(model, held), evaluate(model, train_eval)
-    cfg = TrainConfig(epochs=3, lr=2e-3, loc_lr=1e-3, freeze_sppe=True, schedule="constant", progress=False, seed=0)
-    hist = Trainer(model, lambda e: data(WARMUP + e), cfg).fit()
-    after, after_train = evaluate(model, held), evaluate(model, train_eval)
-    figures = (before_train["displacement_after"], after_train["displacement_after"], before["displacement_after"],
-               after["displacement_after"], warm[0]["main_loss"], hist[-1]["main_loss"], before["pck"], after["pck"])
-    assert hist[-1]["main_loss"] < 0.6 * warm[0]["main_loss"], figures
-    assert before["displacement_after"] == pytest.approx(before["displacement_before"])  # identity start
-    if parallel:
-        assert after_train["displacement_after"] < before_train["displacement_after"] - 0.005, figures
-        assert after["displacement_after"] < before["displacement_after"] - 0.002, figures
-    else:
-        assert after_train["displacement_after"] < before_train["displacement_after"] - 0.001, figures
-        assert after["displacement_after"] < before["displacement_after"] + 0.002, figures
-    assert after["pck"] > before["pck"] - 0.03, figures  # centring does not cost accuracy
+    figures = {}
+    for name, parallel in (("parallel", True), ("none", False)):
+        model = copy.deepcopy(base)
+        model.use_parallel = parallel
+        before, before_train = evaluate(model, held), evaluate(model, train_eval)
+        assert before["displacement_after"] == pytest.approx(before["displacement_before"])  # identity start
+        cfg = TrainConfig(epochs=STN_EPOCHS, lr=2e-3, loc_lr=1e-3, freeze_sppe=True, schedule="constant",
+                          progress=False, seed=0)
+        hist = Trainer(model, lambda e: data(WARMUP + e), cfg).fit()
+        after, after_train = evaluate(model, held), evaluate(model, train_eval)
+        figures[name] = {
+            "train": before_train["displacement_after"] - after_train["displacement_after"],
+            "held": before["displacement_after"] - after["displacement_after"],
+            "pck": after["pck"] - before["pck"],
+            "loss": hist[-1]["main_loss"] / warm[0]["main_loss"],
+            "displacement": (before_train["displacement_after"], after_train["displacement_after"],
+                             before["displacement_after"], after["displacement_after"])}
+    for name, lim in CENTRING_LIMITS.items():
+        f = figures[name]
+        assert f["loss"] < lim["loss"], (name, figures)
+        assert f["train"] > lim["train"], (name, figures)
+        assert f["held"] > lim["held"], (name, figures)
+        assert f["pck"] > lim["pck"], (name, figures)
+    for key, lim in CENTRING_BOTH.items():
+        assert (figures["parallel"][key] + figures["none"][key]) / 2 > lim, (key, figures)
+    assert figures["parallel"]["train"] - figures["none"]["train"] > CENTRING_PARALLEL_GAIN, figures
 
 
 def test_train_command_end_to_end(tmp_path, capsys):
