@@ -139,7 +139,7 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "expecttest", "opencv-python-headless", "pycocotools"],
         "blazepose": ["ai-edge-litert"],
-        # rmpe.models.BlazePoseTorch: the same model rebuilt in torch from the .tflite (a flatbuffer parser)
+        # rmpe.pipeline.models.BlazePoseTorch: the same model rebuilt in torch from the .tflite (a flatbuffer parser)
         "blazepose-torch": ["tflite"],
     },
 )

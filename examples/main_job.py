@@ -36,7 +36,7 @@ class Replay:
 
     def __init__(self, model):
         self.model, self.recorded, self.calls = model, [], 0
-        from rmpe.models import ADAPTER_ATTRS
+        from rmpe.pipeline.models import ADAPTER_ATTRS
 
         for attr in ADAPTER_ATTRS:
             setattr(self, attr, getattr(model, attr))
@@ -112,10 +112,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from rmpe.detections import image_files, load_detections, load_image
-    from rmpe.draw import draw_results, save_image
+    from rmpe.pipeline.detections import image_files, load_detections, load_image
+    from rmpe.pipeline.draw import draw_results, save_image
     from rmpe.eval import coco_keypoint_eval, load_gt
-    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline.models import BlazePoseModel
     from rmpe.pipeline import Pipeline, run_nms
 
     gt = load_gt(DATA / "test_coco.json")  # read once: the image names and the six evaluations below

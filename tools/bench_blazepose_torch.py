@@ -1,5 +1,5 @@
-"""Timing of the BlazePose landmark model: rmpe.models.BlazePoseTorch (torch, batched) against LiteRT (one crop per
-call, as rmpe.models.BlazePoseModel runs it), on one batch of real crops (data/coco4's best-scored boxes).
+"""Timing of the BlazePose landmark model: rmpe.pipeline.models.BlazePoseTorch (torch, batched) against LiteRT (one crop per
+call, as rmpe.pipeline.models.BlazePoseModel runs it), on one batch of real crops (data/coco4's best-scored boxes).
 
     .venv/bin/python tools/bench_blazepose_torch.py [--batch 32] [--threads 2] [--repeat 5]
 
@@ -40,8 +40,8 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 
-from rmpe.detections import load_image  # noqa: E402
-from rmpe.models import BlazePoseTorch, default_blazepose_path  # noqa: E402
+from rmpe.pipeline.detections import load_image  # noqa: E402
+from rmpe.pipeline.models import BlazePoseTorch, default_blazepose_path  # noqa: E402
 from rmpe_ext import ops  # noqa: E402
 from rmpe_ext.presets import cv2_inverse_map  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""rmpe.models.BlazePoseTorch: the BlazePose landmark model rebuilt in torch from the shipped .tflite, checked
+"""rmpe.pipeline.models.BlazePoseTorch: the BlazePose landmark model rebuilt in torch from the shipped .tflite, checked
 against LiteRT on real crops; batching, torch.export, gradients, pruning; its pipeline adapter against the
 LiteRT one on data/coco4."""
 import json
@@ -13,10 +13,10 @@ pytest.importorskip("ai_edge_litert", reason="the reference, LiteRT, needs ai-ed
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from rmpe.detections import image_files, load_detections, load_image  # noqa: E402
-from rmpe.models import BlazePoseModel, BlazePoseTorch, BlazePoseTorchModel, check_model, \
+from rmpe.pipeline.detections import image_files, load_detections, load_image  # noqa: E402
+from rmpe.pipeline.models import BlazePoseModel, BlazePoseTorch, BlazePoseTorchModel, check_model, \
     default_blazepose_path  # noqa: E402
-from rmpe.models.blazepose_torch import TFLiteModule, parse_tflite  # noqa: E402
+from rmpe.pipeline.models.blazepose_torch import TFLiteModule, parse_tflite  # noqa: E402
 from rmpe.pipeline import Pipeline  # noqa: E402
 from rmpe_ext import ops  # noqa: E402
 from rmpe_ext.presets import cv2_inverse_map  # noqa: E402

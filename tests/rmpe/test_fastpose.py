@@ -1,4 +1,4 @@
-"""rmpe.models.fastpose: AlphaPose's FastPose checked against AlphaPose master's own run (the oracle in
+"""rmpe.pipeline.models.fastpose: AlphaPose's FastPose checked against AlphaPose master's own run (the oracle in
 shared/data/alphapose_master, README section 2): the state_dict schema, heatmaps of the deterministically
 filled network on 8 real crops (17 and 26 joints), intermediate outputs; checkpoint loading; the pipeline
 adapter (its crops against AlphaPose's test_transform crops, a run on data/coco4)."""
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from rmpe.detections import FrameBoxes, image_files, load_detections, load_image
-from rmpe.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
-from rmpe.models.fastpose import FastPose, FastPoseModel, fastpose_state_dict, load_fastpose
+from rmpe.pipeline.detections import FrameBoxes, image_files, load_detections, load_image
+from rmpe.pipeline.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
+from rmpe.pipeline.models.fastpose import FastPose, FastPoseModel, fastpose_state_dict, load_fastpose
 from rmpe.pipeline import Pipeline
 from rmpe_ext.alphapose import ALPHAPOSE_MEAN
 
@@ -368,9 +368,9 @@ def test_load_fastpose_refuses_other_files(tmp_path):
 
 
 def test_adapter_settings():
-    import rmpe.models
+    import rmpe.pipeline.models
 
-    assert rmpe.models.FastPoseModel is FastPoseModel and rmpe.models.load_fastpose is load_fastpose
+    assert rmpe.pipeline.models.FastPoseModel is FastPoseModel and rmpe.pipeline.models.load_fastpose is load_fastpose
     m = FastPoseModel(FastPose(17))
     check_model(m)
     assert isinstance(m, TorchHeatmapModel)

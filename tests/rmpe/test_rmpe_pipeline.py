@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rmpe.detections import FrameBoxes, as_frame_boxes, detections_from_records, image_files, load_detections, \
+from rmpe.pipeline.detections import FrameBoxes, as_frame_boxes, detections_from_records, image_files, load_detections, \
     load_image
-from rmpe.draw import draw_results, save_image
+from rmpe.pipeline.draw import draw_results, save_image
 from rmpe.eval import coco_keypoint_eval
-from rmpe.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
+from rmpe.pipeline.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
 from rmpe.nms_params import make_params, save_params
 from rmpe.pipeline import Pipeline, PipelineResult, crop_theta, heatmap_to_image, pose_scores, run_nms
 
@@ -68,7 +68,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def blazepose_run(coco4):
     pytest.importorskip("ai_edge_litert")
-    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline.models import BlazePoseModel
 
     frames, per_frame, ids = coco4
     # opencv4 crops: the shipped proposals were made with OpenCV 4's warpAffine (see the agreement test)
@@ -128,7 +128,7 @@ def test_blazepose_agrees_on_coco_mini(shared_data):
     """The same agreement on coco_mini images of the shared proposals (the images with the fewest boxes,
     up to 100 boxes in all, to keep it short)."""
     pytest.importorskip("ai_edge_litert")
-    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline.models import BlazePoseModel
 
     ref = json.loads((shared_data / "generated" / "blazepose_proposals_pre_nms_dev.json").read_text())
     folder = shared_data / "coco_mini" / "val2017"
@@ -404,7 +404,7 @@ def test_draw_and_save(tmp_path, coco4):
 def test_model_files_torchscript_and_export(tmp_path):
     import warnings
 
-    from rmpe.models import load_torch_model
+    from rmpe.pipeline.models import load_torch_model
 
     m = Tiny().eval()
     x = torch.rand(3, 3, 256, 192)
@@ -424,7 +424,7 @@ def test_model_files_torchscript_and_export(tmp_path):
 
 def test_blazepose_batched_interpreter_gives_the_same_heatmaps():
     pytest.importorskip("ai_edge_litert")
-    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline.models import BlazePoseModel
 
     crops = torch.rand(3, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     one = BlazePoseModel(num_threads=1)(crops)
@@ -439,7 +439,7 @@ def test_blazepose_batched_interpreter_gives_the_same_heatmaps():
 
 def test_blazepose_model_path_from_the_environment(monkeypatch):
     pytest.importorskip("ai_edge_litert")
-    from rmpe.models import BlazePoseModel, default_blazepose_path
+    from rmpe.pipeline.models import BlazePoseModel, default_blazepose_path
 
     monkeypatch.delenv("RMPE_BLAZEPOSE_MODEL", raising=False)
     shipped = default_blazepose_path()

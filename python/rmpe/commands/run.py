@@ -69,7 +69,7 @@ def _model(args):
     import torch
 
     from ..cli import CommandError
-    from ..models import BlazePoseModel, load_torch_model
+    from ..pipeline.models import BlazePoseModel, load_torch_model
 
     threads = args.threads or torch.get_num_threads()
     if args.model == "blazepose" or args.model.endswith(".tflite"):
@@ -89,7 +89,7 @@ def _model(args):
 
 
 def _render_name(path) -> str:
-    from ..draw import IMAGE_FORMATS
+    from ..pipeline.draw import IMAGE_FORMATS
 
     base, ext = os.path.splitext(os.path.basename(path))
     return base + (ext if ext.lower() in IMAGE_FORMATS else ".jpg")
@@ -104,8 +104,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..cli import CommandError
-    from ..detections import image_files, load_detections, load_image
-    from ..draw import draw_results, save_image
+    from ..pipeline.detections import image_files, load_detections, load_image
+    from ..pipeline.draw import draw_results, save_image
     from ..io import write_json
     from ..nms_search import KeypointAP
     from ..pipeline import Pipeline, PipelineResult

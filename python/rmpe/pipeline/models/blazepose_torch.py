@@ -1,9 +1,9 @@
 """MediaPipe's BlazePose landmark model as a torch ``nn.Module``, built from the shipped ``.tflite`` at load time.
 
 :class:`BlazePoseTorch` is the network of ``pose_landmark_full.tflite`` (the file that
-:class:`rmpe.models.BlazePoseModel` runs with LiteRT) rebuilt in torch: batched, on any device, in any
+:class:`rmpe.pipeline.models.BlazePoseModel` runs with LiteRT) rebuilt in torch: batched, on any device, in any
 float dtype, exportable with ``torch.export`` and differentiable. :class:`BlazePoseTorchModel` is the
-pipeline adapter over it (the same adapter attributes as :class:`~rmpe.models.BlazePoseModel`).
+pipeline adapter over it (the same adapter attributes as :class:`~rmpe.pipeline.models.BlazePoseModel`).
 
 The conversion (nothing converted is shipped: the module is built from the ``.tflite`` each time)
 -------------------------------------------------------------------------------------------------
@@ -514,7 +514,7 @@ class TFLiteModule(nn.Module):
 
 
 class BlazePoseTorch(nn.Module):
-    """The BlazePose landmark network of ``model_path`` (default :func:`rmpe.models.default_blazepose_path`,
+    """The BlazePose landmark network of ``model_path`` (default :func:`rmpe.pipeline.models.default_blazepose_path`,
     the shipped ``pose_landmark_full.tflite``) in torch; see the module docstring for the conversion.
 
     ``forward(crops)``: ``[N, 3, 256, 256]`` (or channels-last ``[N, 256, 256, 3]``) RGB in [0, 1], as
@@ -577,7 +577,7 @@ class BlazePoseTorch(nn.Module):
 class BlazePoseTorchModel:
     """Pipeline adapter: :class:`BlazePoseTorch` (heatmap output only) as an SPPE, ``[N, 3, 256, 256]``
     crops -> ``[N, 39, 64, 64]`` logits, batched, on ``device``. The same adapter attributes as
-    :class:`rmpe.models.BlazePoseModel` (RGB in [0, 1], the AlphaPose box preset, ``heatmap_offset = 0.5``,
+    :class:`rmpe.pipeline.models.BlazePoseModel` (RGB in [0, 1], the AlphaPose box preset, ``heatmap_offset = 0.5``,
     ``heatmap_activation = "sigmoid"``, the BlazePose -> COCO-17 joint map), so either can serve the
     pipeline. ``dtype``: the crops' and the weights' dtype (float32 by default; float16/bfloat16 for a
     GPU). The module (``self.module``) has its gradients off and runs under ``torch.inference_mode``."""

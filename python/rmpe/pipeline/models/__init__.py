@@ -70,7 +70,7 @@ def check_model(model) -> None:
     name = type(model).__name__
     for attr in ADAPTER_ATTRS:
         if not hasattr(model, attr):
-            raise TypeError(f"model {name} lacks the adapter attribute {attr!r} (see rmpe.models.PoseModel)")
+            raise TypeError(f"model {name} lacks the adapter attribute {attr!r} (see rmpe.pipeline.models.PoseModel)")
     if not callable(model):
         raise TypeError(f"model {name} is not callable")
     size = tuple(model.input_size)

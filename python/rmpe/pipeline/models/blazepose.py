@@ -34,7 +34,7 @@ def default_blazepose_path() -> pathlib.Path:
     if env:
         return pathlib.Path(env)
     # python/rmpe/models/blazepose.py -> the repository root
-    return pathlib.Path(__file__).resolve().parents[3] / "data" / "models" / "blazepose" / "pose_landmark_full.tflite"
+    return pathlib.Path(__file__).resolve().parents[4] / "data" / "models" / "blazepose" / "pose_landmark_full.tflite"
 
 
 def _interpreter_class():

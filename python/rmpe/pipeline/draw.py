@@ -14,7 +14,7 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .io import atomic_path
+from ..io import atomic_path
 
 __all__ = ["COCO_LIMBS", "draw_poses", "draw_results", "save_image", "IMAGE_FORMATS"]
 

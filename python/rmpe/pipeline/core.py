@@ -1,6 +1,6 @@
 """The RMPE pipeline: frames + person boxes -> crops -> SPPE -> decode -> pose NMS -> COCO keypoint results.
 
-    from rmpe.models import BlazePoseModel
+    from rmpe.pipeline.models import BlazePoseModel
     from rmpe.pipeline import Pipeline
     pipe = Pipeline(BlazePoseModel(), nms="alphapose", batch_size=64)
     res = pipe(frames, boxes, image_ids)          # frames: uint8 [H, W, 3] BGR (cv2.imread), any sizes
@@ -12,7 +12,7 @@
 Stages (all persons of all the frames of one call are one batch; the SPPE sees them ``batch_size`` at a
 time, crossing frame boundaries; the NMS runs once over the whole batch with an ``image_index``):
 
-1. **Boxes**: per frame, from a detector callable or given (see :mod:`rmpe.detections`); boxes with a
+1. **Boxes**: per frame, from a detector callable or given (see :mod:`rmpe.pipeline.detections`); boxes with a
    score below ``det_thresh`` are dropped.
 2. **Crops**: each box becomes a pixel theta (crop pixel -> frame pixel) by a preset: ``"alphapose"``
    (AlphaPose's ``SimpleTransform``: the shorter side extended to the input's aspect ratio, x1.25,
@@ -21,7 +21,7 @@ time, crossing frame boundaries; the NMS runs once over the whole batch with an 
    normalized as the model wants (``/ 255``, mean/std, channel order, dtype). ``interpolation``:
    ``"bilinear-u8"`` (default: ``cv2.warpAffine(INTER_LINEAR)`` of OpenCV 5, as most SPPEs were trained
    on), ``"bilinear"`` (exact float) or ``"opencv4"``.
-3. **SPPE**: the adapter (:mod:`rmpe.models`) maps crops ``[n, 3, h, w]`` to heatmaps ``[n, K, h', w']``.
+3. **SPPE**: the adapter (:mod:`rmpe.pipeline.models`) maps crops ``[n, 3, h, w]`` to heatmaps ``[n, K, h', w']``.
 4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``), logits go through a sigmoid
    (``heatmap_activation``), then ``rmpe_ext.ops.heatmap_decode`` (``refine``: ``"quarter"``,
    AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
@@ -59,8 +59,8 @@ from rmpe_ext.proposals import Proposals
 
 from .detections import FrameBoxes, as_frame_boxes
 from .models import check_heatmaps, check_model
-from .nms_params import METHODS, make_params
-from .nms_search import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
+from ..nms_params import METHODS, make_params
+from ..nms_search import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
 
 __all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
            "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
@@ -272,7 +272,7 @@ class _Clock:
 class Pipeline:
     """Top-down multi-person pose estimation with pose NMS (see the module docstring).
 
-    ``model``: an SPPE adapter (:class:`rmpe.models.PoseModel`). ``nms``/``nms_params``: see
+    ``model``: an SPPE adapter (:class:`rmpe.pipeline.models.PoseModel`). ``nms``/``nms_params``: see
     :func:`run_nms`. ``box_preset``: default the model's. ``box_scale``: the preset's enlargement
     overridden. ``refine``: one of :data:`REFINES`. ``det_thresh``: boxes below it are dropped.
     ``batch_size``: crops per SPPE call. ``device``: default the model's. ``kp_thresh``: see
@@ -367,7 +367,7 @@ class Pipeline:
 
         ``frames``: a sequence of uint8 ``[H, W, 3]`` BGR images (numpy arrays or tensors; sizes may
         differ), never modified. ``detections``: a detector callable (called on each frame as given) or a
-        sequence with one entry per frame, each anything :func:`rmpe.detections.as_frame_boxes` takes.
+        sequence with one entry per frame, each anything :func:`rmpe.pipeline.detections.as_frame_boxes` takes.
         ``image_ids``: the COCO id of each frame (default 0, 1, ...).
         """
         clock = _Clock(self.device)

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from .io import json_int, read_json
+from ..io import json_int, read_json
 
 __all__ = ["FrameBoxes", "load_detections", "detections_from_records", "as_frame_boxes", "image_files",
            "load_image", "IMAGE_EXTENSIONS"]
