@@ -5,8 +5,11 @@ A detections file is a JSON list (``.json`` or ``.json.gz``) of COCO detection r
     [{"image_id": 785, "bbox": [x, y, w, h], "score": 0.99, "category_id": 1}, ...]
 
 ``bbox`` is xywh in image pixels; ``category_id`` is optional (when present only ``person_category``, 1,
-is kept). :func:`load_detections` turns it into :class:`FrameBoxes` per image: ``boxes [n, 4]`` float32
-``(x1, y1, x2, y2)`` pixels and ``scores [n]`` float32, in file order, after the score threshold.
+is kept). ``image_id`` is a COCO id (an integer) or, as in AlphaPose's detection files (``--detfile``), the
+image's file name (a string; its base name is the key: ``"imgs/kitchen.jpg"`` and ``"kitchen.jpg"`` name
+the same frame); AlphaPose's optional ``idx`` field is accepted and ignored. An empty list is a valid file:
+no image has a person. :func:`load_detections` turns it into :class:`FrameBoxes` per image: ``boxes [n, 4]``
+float32 ``(x1, y1, x2, y2)`` pixels and ``scores [n]`` float32, in file order, after the score threshold.
 
 A detector callable takes a frame (uint8 ``[H, W, 3]`` BGR numpy array) and returns its persons as
 a tuple ``(boxes_xyxy [n, 4], scores [n])`` (array-likes), an ``[n, 5]`` array ``(x1, y1, x2, y2, score)``, a
@@ -24,8 +27,8 @@ import torch
 
 from ..io import json_int, read_json
 
-__all__ = ["FrameBoxes", "load_detections", "detections_from_records", "as_frame_boxes", "image_files",
-           "load_image", "IMAGE_EXTENSIONS"]
+__all__ = ["FrameBoxes", "load_detections", "detections_from_records", "detection_image_id", "as_frame_boxes",
+           "image_files", "load_image", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -96,19 +99,34 @@ def _record_box(r: Any, n: int, what: str) -> tuple:
     return (x, y, x + w, y + h), score
 
 
+def detection_image_id(value: Any, what: str) -> Union[int, str]:
+    """A detection's ``image_id``: a COCO id (an integral JSON number that fits in int64; 785.5 is not 785)
+    or a file name (a non-empty string, reduced to its base name). ValueError naming ``what`` otherwise."""
+    if isinstance(value, str):
+        name = os.path.basename(value.replace("\\", "/").rstrip("/"))
+        if not name:
+            raise ValueError(f"{what} must be a 64-bit integer or a file name, got {value!r}")
+        return name
+    try:
+        return json_int(value, what)
+    except ValueError:
+        raise ValueError(f"{what} must be a 64-bit integer or a file name, got {value!r}") from None
+
+
 def detections_from_records(records: Iterable[dict], det_thresh: float = 0.0, person_category: int = 1,
-                            what: str = "detections") -> Dict[int, FrameBoxes]:
-    """COCO detection dicts -> ``{image_id: FrameBoxes}`` (images in order of first appearance, boxes in
-    record order), keeping records with ``score >= det_thresh`` and, when they have a ``category_id``,
-    ``category_id == person_category``. Raises ValueError naming the record and the field."""
+                            what: str = "detections") -> Dict[Union[int, str], FrameBoxes]:
+    """COCO (or AlphaPose) detection dicts -> ``{image_id: FrameBoxes}`` (images in order of first
+    appearance, boxes in record order; ids as :func:`detection_image_id` reads them), keeping records with
+    ``score >= det_thresh`` and, when they have a ``category_id``, ``category_id == person_category``.
+    An empty list gives ``{}``. Raises ValueError naming the record and the field."""
     if not isinstance(records, (list, tuple)):
         raise ValueError(f"{what}: expected a JSON list of detections, got {type(records).__name__}")
-    per: Dict[int, list] = {}
+    per: Dict[Union[int, str], list] = {}
     for n, r in enumerate(records):
         box, score = _record_box(r, n, what)
         if "image_id" not in r:
             raise ValueError(f"{what}: record {n}: missing field 'image_id'")
-        image_id = json_int(r["image_id"], f"{what}: record {n}: 'image_id'")  # 785.5 is not 785
+        image_id = detection_image_id(r["image_id"], f"{what}: record {n}: 'image_id'")
         cat = r.get("category_id", person_category)
         lst = per.setdefault(image_id, [])
         if cat == person_category and score >= det_thresh:
@@ -117,7 +135,7 @@ def detections_from_records(records: Iterable[dict], det_thresh: float = 0.0, pe
 
 
 def load_detections(path: Union[str, os.PathLike], det_thresh: float = 0.0,
-                    person_category: int = 1) -> Dict[int, FrameBoxes]:
+                    person_category: int = 1) -> Dict[Union[int, str], FrameBoxes]:
     """Reads a detections file (see the module docstring); see :func:`detections_from_records`."""
     records = read_json(path, "detections file")
     return detections_from_records(records, det_thresh, person_category, what=f"detections file {os.fspath(path)!r}")

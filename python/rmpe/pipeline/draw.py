@@ -83,22 +83,32 @@ def draw_poses(image: np.ndarray, keypoints, boxes=None, kp_thresh: float = 0.2,
 
 
 def draw_results(image: np.ndarray, results: Iterable[dict], kp_thresh: float = 0.2, draw_boxes: bool = True,
-                 score_labels: bool = True, **kwargs) -> np.ndarray:
-    """:func:`draw_poses` for COCO keypoint result dicts (``keypoints``; ``det_bbox`` xywh for the box,
-    ``score`` for its label). Raises ValueError naming the result that lacks ``keypoints``."""
+                 score_labels: bool = True, box_thresh: float = 0.0, **kwargs) -> np.ndarray:
+    """:func:`draw_poses` for COCO keypoint result dicts (``keypoints``; ``det_bbox`` xywh, or AlphaPose's
+    ``box``, for the box; ``score`` for its label). Poses whose box score (``det_score``; the ``score`` when
+    absent) is below ``box_thresh`` are not drawn; joints scored below ``kp_thresh`` are not. A result with a
+    ``track_id`` gets its track's colour (the same in every frame) and ``#id`` in its label. Raises ValueError
+    naming the result that lacks ``keypoints``."""
     results = list(results)
     for n, r in enumerate(results):
         if "keypoints" not in r:
             raise ValueError(f"result {n}: missing field 'keypoints'")
+    for name, v in (("kp_thresh", kp_thresh), ("box_thresh", box_thresh)):
+        if not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v}")
+    results = [r for r in results if float(r.get("det_score", r.get("score", 1.0))) >= box_thresh]
     if not results:
         return _check_image(image).copy()
     kp = np.array([np.asarray(r["keypoints"], dtype=np.float64).reshape(-1) for r in results])
     boxes = labels = None
-    if draw_boxes and all("det_bbox" in r for r in results):
-        b = np.array([r["det_bbox"] for r in results], dtype=np.float64).reshape(-1, 4)
+    key = "det_bbox" if all("det_bbox" in r for r in results) else "box"
+    if draw_boxes and all(key in r for r in results):
+        b = np.array([r[key] for r in results], dtype=np.float64).reshape(-1, 4)
         boxes = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
         if score_labels and all("score" in r for r in results):
-            labels = [f"{float(r['score']):.2f}" for r in results]
+            labels = [(f"#{r['track_id']} " if "track_id" in r else "") + f"{float(r['score']):.2f}" for r in results]
+    if "colors" not in kwargs and all("track_id" in r for r in results):
+        kwargs["colors"] = [_PALETTE[int(r["track_id"]) % len(_PALETTE)] for r in results]
     return draw_poses(image, kp, boxes, kp_thresh, labels=labels, **kwargs)
 
 
