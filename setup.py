@@ -126,7 +126,10 @@ setup(
     # rmpe_ext: the ops package; rmpe (python/rmpe): the RMPE system built on it
     packages=find_packages(include=["rmpe_ext", "rmpe_ext.*"]) + find_packages("python", include=["rmpe", "rmpe.*"]),
     package_dir={"rmpe": "python/rmpe"},
-    package_data={"rmpe": ["data/*.json", "data/*.npz", "data/*.json.gz"]},
+    # rmpe/data/models/blazepose: the BlazePose landmark model, its person detector and their licence (Apache-2.0),
+    # so that an installed wheel runs `rmpe run` with no other files
+    package_data={"rmpe": ["data/*.json", "data/*.npz", "data/*.json.gz", "data/models/blazepose/*.tflite",
+                           "data/models/blazepose/LICENSE"]},
     entry_points={"console_scripts": ["rmpe = rmpe.cli:main"]},
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExt},

@@ -21,6 +21,11 @@ An adapter tells :class:`rmpe.pipeline.Pipeline` how to feed the model and how t
 * ``__call__(crops [N, C, h, w]) -> heatmaps [N, K, h', w']`` (a float torch tensor); crops are always
   channels-first; an adapter whose model wants channels-last transposes them itself.
 
+:func:`load_pose_model` gives the adapter of a name (``"blazepose"``, ``"blazepose-torch"``) or of a model file,
+recognised by its contents (an ``rmpe train`` checkpoint: :class:`SSTNModel`; AlphaPose's FastPose checkpoints:
+:class:`FastPoseModel`; TorchScript / ``torch.export`` files; a ``.tflite``). The BlazePose models ship inside the
+package (:func:`shipped_model_dir`).
+
 :class:`TorchHeatmapModel` wraps any torch module (or a TorchScript / ``torch.export`` file);
 :class:`BlazePoseModel` runs MediaPipe's offline BlazePose landmark model with ai-edge-litert;
 :class:`BlazePoseTorchModel` runs the same model as a batched torch module (:class:`BlazePoseTorch`, built from
@@ -33,7 +38,7 @@ from typing import Optional, Protocol, Sequence, Tuple, runtime_checkable
 import torch
 
 __all__ = ["PoseModel", "ADAPTER_ATTRS", "check_model", "check_heatmaps", "COCO17_JOINTS", "TorchHeatmapModel", "BlazePoseModel",
-           "load_torch_model", "default_blazepose_path", "BlazePoseTorch", "BlazePoseTorchModel"]
+           "load_torch_model", "default_blazepose_path", "shipped_model_dir", "BlazePoseTorch", "BlazePoseTorchModel"]
 
 COCO17_JOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -131,7 +136,9 @@ def _as3(v: Sequence[float], name: str) -> Tuple[float, float, float]:
 
 
 from .torch_model import TorchHeatmapModel, load_torch_model  # noqa: E402
-from .blazepose import BlazePoseModel, default_blazepose_path  # noqa: E402
+from .blazepose import BlazePoseModel, default_blazepose_path, shipped_model_dir  # noqa: E402
 from .blazepose_torch import BlazePoseTorch, BlazePoseTorchModel  # noqa: E402
 from .fastpose import FastPose, FastPoseModel, load_fastpose  # noqa: E402  (AlphaPose's FastPose and its checkpoints)
 __all__ += ["FastPose", "FastPoseModel", "load_fastpose"]
+from .loading import SSTNModel, load_pose_model, load_sstn_checkpoint  # noqa: E402  (any model from a name or a file)
+__all__ += ["SSTNModel", "load_pose_model", "load_sstn_checkpoint"]

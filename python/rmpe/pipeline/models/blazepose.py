@@ -19,7 +19,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-__all__ = ["BlazePoseModel", "BLAZEPOSE_TO_COCO", "default_blazepose_path"]
+__all__ = ["BlazePoseModel", "BLAZEPOSE_TO_COCO", "default_blazepose_path", "shipped_model_dir"]
 
 # BlazePose landmark -> COCO-17 joint (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
 BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -27,14 +27,21 @@ BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 
 _MODEL_ENV = "RMPE_BLAZEPOSE_MODEL"
 
 
+def shipped_model_dir() -> pathlib.Path:
+    """The folder of the models shipped inside the ``rmpe`` package (package data, in the wheel as in the
+    source tree): ``rmpe/data/models/blazepose/`` with ``pose_landmark_full.tflite`` (the landmark model),
+    ``pose_detection.tflite`` (its person detector) and their ``LICENSE`` (Apache-2.0)."""
+    # rmpe/pipeline/models/blazepose.py -> rmpe/
+    return pathlib.Path(__file__).resolve().parents[2] / "data" / "models" / "blazepose"
+
+
 def default_blazepose_path() -> pathlib.Path:
-    """``$RMPE_BLAZEPOSE_MODEL`` if set, else the model shipped in the source tree
-    (``data/models/blazepose/pose_landmark_full.tflite``)."""
+    """``$RMPE_BLAZEPOSE_MODEL`` if set, else the landmark model shipped with the package
+    (``rmpe/data/models/blazepose/pose_landmark_full.tflite``, see :func:`shipped_model_dir`)."""
     env = os.environ.get(_MODEL_ENV)
     if env:
         return pathlib.Path(env)
-    # python/rmpe/models/blazepose.py -> the repository root
-    return pathlib.Path(__file__).resolve().parents[4] / "data" / "models" / "blazepose" / "pose_landmark_full.tflite"
+    return shipped_model_dir() / "pose_landmark_full.tflite"
 
 
 def _interpreter_class():

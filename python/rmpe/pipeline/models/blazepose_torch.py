@@ -62,7 +62,7 @@ The outputs (:class:`BlazePoseTorch`; names by the TFLite outputs' shapes):
 
 Needs the ``tflite`` package (``pip install tflite``; tested with 2.18.0) to read the file; the module then
 needs only torch. Timing against LiteRT: ``tools/bench_blazepose_torch.py``.
-The model is Apache-2.0 (``data/models/blazepose/LICENSE``).
+The model is Apache-2.0 (``rmpe/data/models/blazepose/LICENSE``, shipped with it).
 """
 from __future__ import annotations
 
