@@ -25,14 +25,15 @@ import heapq
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistContext", "init_from_env", "process_group", "current", "is_distributed", "get_rank",
            "get_world_size", "is_main", "barrier", "all_reduce_sum", "all_gather_object", "broadcast_object",
-           "broadcast_buffers", "run_on_main", "save_on_main", "shard_indices", "gather_records"]
+           "broadcast_buffers", "run_on_main", "save_on_main", "shard_indices", "gather_records",
+           "launched_distributed", "run_sharded"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +332,253 @@ def gather_records(records: Sequence[Any], key: Optional[Callable[[Any], Any]] =
     if key is not None:
         records.sort(key=key)
     return records
+
+
+
+# ------------------------------------------------------------------ rmpe run over a set of images
+
+
+def launched_distributed(env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when torchrun started this process as one of several (``WORLD_SIZE`` > 1)."""
+    world = _env_int("WORLD_SIZE", os.environ if env is None else env)
+    return world is not None and world > 1
+
+
+class _FrameName(NamedTuple):
+    """What ``rmpe run``'s frame naming reads of a frame before it is read."""
+    index: int
+    name: str
+
+
+def run_sharded(args, run_one: Callable[[Any], int]) -> int:
+    """``rmpe run`` on a set of images under ``torchrun --nproc_per_node=N`` (what
+    :mod:`rmpe.commands.run` calls when it was launched as one of several processes).
+
+    Every process opens the same source (an image, a folder or a list of images: videos, cameras and
+    streams, ``--track`` and ``--save-video`` need their frames in order in one process and are
+    refused), counts each image's boxes in the detections file (1 per image with a detector) and takes
+    its shard (:func:`shard_indices`: balanced by boxes, deterministic). It runs the one-process command
+    ``run_one`` on its shard: a list file of its images, the detections of its images, the same flags and
+    image ids, its outputs in a private temporary folder. Rank 0 gathers every process' per-frame records,
+    pre-NMS poses and summary, puts them back in the source's order, writes ``-o``, ``--frames``,
+    ``--pre-nms`` and ``--summary`` once (atomically), evaluates ``--gt`` on all of them and prints the
+    report; then each process moves its ``--render`` images into place. Each image goes through the same
+    code as in one process; the results equal the one-process run's where the model's output for a crop
+    does not depend on the other crops of its batch (the shards batch their frames differently). The
+    summary's stage seconds are summed over the processes, its ``total`` is the wall clock. ``--device
+    cuda`` gives each process ``cuda:LOCAL_RANK``. Returns 0, or 1 when some image could not be read (as
+    the one-process command); errors are raised before any process group is made."""
+    import shutil
+    import tempfile
+    import time
+
+    from .commands.run import _coco_ids, _Frames, _is_detections_file
+    from .io import read_json
+    from .pipeline.detections import load_detections
+    from .pipeline.sources import open_source
+
+    t_start = time.perf_counter()
+    if getattr(args, "track", False) or getattr(args, "save_video", None):
+        raise ValueError("--track and --save-video need every frame in order in one process: run them without "
+                         "torchrun")
+    gt_doc = read_json(args.gt, "ground truth") if args.gt and not args.images_json else None
+    names, _ = _coco_ids(args, gt_doc)
+    src = open_source(args.source, names)
+    if src.files is None:
+        src.close()
+        raise ValueError(f"source {args.source!r} is a {src.kind}: its frames cannot be split over processes; run "
+                         f"it without torchrun, or give images (a file, a folder or a list of images)")
+    naming = _Frames(src, names)
+    frames0 = [_FrameName(n, os.path.basename(p)) for n, p in enumerate(src.files)]
+    spec = args.detections if args.detections is not None else args.detector
+    raw = None
+    if spec is not None and _is_detections_file(spec):
+        dets = load_detections(spec, det_thresh=args.det_thresh)  # checks the file as the one-process run does
+        weights = [len(next((dets[k] for k in naming.keys(f) if k in dets), ())) for f in frames0]
+        raw = read_json(spec, "detections file")
+    else:
+        weights = [1] * len(frames0)  # a detector finds the boxes as the images are read: balance by images
+
+    made = not (dist.is_available() and dist.is_initialized())
+    ctx = init_from_env(args.device)
+    work = render_dir = None
+    try:
+        mine = shard_indices(weights, ctx.rank, ctx.world_size)
+        work = tempfile.mkdtemp(prefix=f"rmpe-run-rank{ctx.rank}-")
+        if args.render:
+            parent = os.path.dirname(os.path.abspath(args.render))
+            os.makedirs(parent, exist_ok=True)
+            render_dir = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(args.render))}"
+                                                             f".rank{ctx.rank}.")
+        payload = _run_shard(args, run_one, ctx, src, naming, frames0, mine, raw, spec, work, render_dir)
+        parts = gather_records([payload])
+        merged = _merge_shards(args, src, parts, time.perf_counter() - t_start, ctx.world_size,
+                               spec if raw is not None else None) if ctx.is_main else None
+        written = run_on_main(_write_merged, args, merged)
+        if render_dir:  # every process' images, once rank 0 has written the results
+            os.makedirs(args.render, exist_ok=True)
+            for name in sorted(os.listdir(render_dir)):
+                os.replace(os.path.join(render_dir, name), os.path.join(args.render, name))
+        barrier()
+        status = broadcast_object(1 if merged is not None and merged["summary"]["unreadable"] else 0)
+        if ctx.is_main:
+            _report(args, merged, written, ctx.world_size)
+        return status
+    finally:
+        for d in (work, render_dir):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+        if made and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run_shard(args, run_one, ctx: DistContext, src, naming, frames0, mine: List[int], raw, spec, work: str,
+               render_dir: Optional[str]) -> Dict[str, Any]:
+    """Runs the one-process command on this process' images; returns its records for rank 0."""
+    import copy
+    import io
+
+    from .io import read_json, write_json
+    from .pipeline.detections import detection_image_id
+
+    payload: Dict[str, Any] = {"mine": mine, "frames": [], "pre": [], "summary": None, "status": 0}
+    if not mine:
+        return payload
+    sub = copy.copy(args)
+    sub.source = os.path.join(work, "images.txt")
+    with open(sub.source, "w", encoding="utf-8") as f:
+        f.writelines(os.path.abspath(src.files[g]) + "\n" for g in mine)
+    if raw is not None:  # the records of this shard's images, as they are in the file
+        keys = {k for g in mine for k in naming.keys(frames0[g])}
+        sub.detections, sub.detector = os.path.join(work, "detections.json"), None
+        write_json(sub.detections, [r for n, r in enumerate(raw) if detection_image_id(
+            r["image_id"], f"detections file {spec!r}: record {n}: 'image_id'") in keys])
+    sub.images_json = args.images_json or args.gt  # the same image ids; --gt is scored by rank 0 on all images
+    sub.gt = None
+    sub.format = "coco"  # rank 0 writes the asked format from these
+    sub.output = None
+    sub.frames = os.path.join(work, "frames.json")
+    sub.pre_nms = os.path.join(work, "pre_nms.json") if (args.pre_nms or args.gt) else None
+    sub.summary = os.path.join(work, "summary.json")
+    sub.render = render_dir
+    sub.device = str(ctx.device)
+    sub.quiet = args.quiet or not ctx.is_main  # rank 0 shows its shard's progress
+    sub._sharded = True
+    quiet_err = contextlib.nullcontext() if ctx.is_main else contextlib.redirect_stderr(io.StringIO())
+    with contextlib.redirect_stdout(io.StringIO()), quiet_err:
+        payload["status"] = int(run_one(sub) or 0)
+    payload["frames"] = read_json(sub.frames, "frames file")
+    payload["pre"] = read_json(sub.pre_nms, "pre-NMS file") if sub.pre_nms else []
+    payload["summary"] = read_json(sub.summary, "summary file")
+    return payload
+
+
+def _merge_shards(args, src, parts: List[Dict[str, Any]], wall: float, world: int,
+                  det_file: Optional[str]) -> Dict[str, Any]:
+    """Rank 0: every shard's records in the source's order, the results in the asked format, the
+    evaluation and the summary."""
+    from .pipeline.writers import format_results
+
+    def local_to_global(part, rec):
+        g = part["mine"][rec["frame"]]
+        out = dict(rec, frame=g, file=src.files[g])  # the one-process record names the file as the source does
+        if out.get("error"):
+            out["error"] = out["error"].replace(os.path.abspath(src.files[g]), src.files[g])
+        return out
+
+    frames = sorted((local_to_global(p, r) for p in parts for r in p["frames"]), key=lambda r: r["frame"])
+    position: Dict[Any, int] = {}
+    for r in frames:
+        position.setdefault(r["image_id"], r["frame"])
+    pre = sorted((x for p in parts for x in p["pre"]), key=lambda x: position.get(x["image_id"], -1))
+    coco = [x for r in frames for x in r["poses"]]
+    if args.format != "coco":
+        frames = [dict(r, poses=format_results(r["poses"], args.format, r["image_id"],
+                                               os.path.basename(src.files[r["frame"]]))) for r in frames]
+    results = [x for r in frames for x in r["poses"]]
+
+    stats = stats_pre = None
+    covered = sorted({r["image_id"] for r in frames if r["status"] == "ok"})
+    if args.gt:
+        from .evaluate import KeypointAP
+
+        evaluator = KeypointAP(args.gt)
+        if covered:
+            ev = KeypointAP(evaluator.coco, image_ids=covered)
+            stats_pre, stats = ev.stats(pre), ev.stats(coco)
+    subs = [p["summary"] for p in parts if p["summary"] is not None]
+    per_frame = sorted((local_to_global(p, r) for p in parts if p["summary"] is not None
+                        for r in p["summary"].get("per_frame", [])), key=lambda r: r["frame"])
+    unreadable = sorted((local_to_global(p, r) for p in parts if p["summary"] is not None
+                         for r in p["summary"].get("unreadable", [])), key=lambda r: r["frame"])
+    summary = dict(subs[0]) if subs else {}
+    seconds: Dict[str, float] = {}
+    for s in subs:
+        for k, v in s.get("seconds", {}).items():
+            if k != "total":
+                seconds[k] = seconds.get(k, 0.0) + v
+    n = len(frames)
+    summary.update({
+        "source": str(args.source), "kind": src.kind, "frames": n, "frames_read": n - len(unreadable),
+        "frames_without_persons": sum(s.get("frames_without_persons", 0) for s in subs), "unreadable": unreadable,
+        "person_boxes": sum(s.get("person_boxes", 0) for s in subs), "poses": sum(s.get("poses", 0) for s in subs),
+        "processes": world,
+        "seconds": {**{k: round(v, 4) for k, v in seconds.items()}, "total": round(wall, 4)},
+        "frames_per_second": round(n / wall, 3) if wall > 0 else None, "per_frame": per_frame})
+    summary.pop("eval", None)
+    if det_file is not None:
+        summary["detector"] = f"detections file {det_file}"
+    if stats is not None:
+        summary["eval"] = {"ground_truth": args.gt, "images_scored": len(covered),
+                           "images_in_ground_truth": len(evaluator.image_ids), "before_nms": stats_pre,
+                           "after_nms": stats}
+    return {"frames": frames, "results": results, "pre": pre, "summary": summary, "stats": (stats_pre, stats),
+            "images_in_gt": len(evaluator.image_ids) if args.gt else None, "covered": len(covered)}
+
+
+def _write_merged(args, merged: Dict[str, Any]) -> List[str]:
+    """Rank 0: the outputs, each atomically; on a failure the ones already written are removed."""
+    from .io import write_json
+    from .pipeline.writers import JsonListWriter
+
+    committed: List[str] = []
+    try:
+        for path, items in ((args.output, merged["results"]), (args.frames, merged["frames"]),
+                            (args.pre_nms, merged["pre"])):
+            if path:
+                with JsonListWriter(path) as w:
+                    for x in items:
+                        w.write(x)
+                committed.append(path)
+        if args.summary:
+            write_json(args.summary, merged["summary"], indent=1)
+            committed.append(args.summary)
+    except BaseException:
+        for path in committed:  # complete, but they belong to a run that failed
+            if os.path.isfile(path):
+                os.remove(path)
+        raise
+    return committed
+
+
+def _report(args, merged: Dict[str, Any], written: List[str], world: int) -> None:
+    import sys
+
+    s = merged["summary"]
+    n, bad = s["frames"], s["unreadable"]
+    wrote = written + ([args.render + "/"] if args.render else [])
+    print(f"{n} frames ({s['kind']}) on {world} processes: {s['frames_read'] - s['frames_without_persons']} with "
+          f"persons, {s['frames_without_persons']} without, {len(bad)} unreadable; {s['person_boxes']} person boxes "
+          f"-> {s['poses']} poses after {s.get('nms')} NMS" + (f"; wrote {', '.join(wrote)}" if wrote else ""))
+    wall = s["seconds"]["total"]
+    print(f"{n / wall if wall > 0 else 0:.2f} frames/s ({wall:.2f} s, {world} processes)")
+    stats_pre, stats = merged["stats"]
+    if stats is not None:
+        print(f"COCO keypoint AP on the {merged['covered']} images of this run (of {merged['images_in_gt']} in the "
+              f"ground truth): {stats_pre['AP']:.3f} before NMS, {stats['AP']:.3f} after "
+              f"(AP50 {stats_pre['AP50']:.3f} -> {stats['AP50']:.3f})")
+    elif args.gt:
+        print("COCO keypoint AP: no image of this run could be read; nothing scored")
+    if bad:
+        listed = "; ".join(x["error"] for x in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+        print(f"rmpe run: {len(bad)} of {n} frames could not be read and were skipped ({listed})", file=sys.stderr)
