@@ -114,7 +114,8 @@ def main(argv=None) -> int:
 
     from rmpe.pipeline.detections import image_files, load_detections, load_image
     from rmpe.pipeline.draw import draw_results, save_image
-    from rmpe.eval import coco_keypoint_eval, load_gt
+    from rmpe.coco import load_gt
+    from rmpe.evaluate import coco_keypoint_eval
     from rmpe.pipeline.models import BlazePoseModel
     from rmpe.pipeline import Pipeline, run_nms
 

@@ -10,9 +10,7 @@ val2017 images, shipped in data/.
 Run from the repository root:  python examples/pose_nms_demo.py
 """
 import argparse
-import contextlib
 import gzip
-import io
 import json
 import pathlib
 import time
@@ -37,21 +35,11 @@ def timed(fn, *args, repeat=20, **kwargs):
 
 
 def coco_ap(gt, results):
-    """Keypoint AP and AP50 of COCO-style results against the GT dict."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    """Keypoint AP and AP50 of COCO-style results against the GT dict (rmpe's evaluator: pycocotools)."""
+    from rmpe.evaluate import coco_keypoint_eval
 
-    if not results:
-        return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):
-        g = COCO()
-        g.dataset = gt
-        g.createIndex()
-        e = COCOeval(g, g.loadRes(results), "keypoints")
-        e.evaluate()
-        e.accumulate()
-        e.summarize()
-    return e.stats[0], e.stats[1]
+    stats = coco_keypoint_eval(gt, results)
+    return stats["AP"], stats["AP50"]
 
 
 def as_results(p, keep, poses=None, joint_scores=None, scores=None):

@@ -20,7 +20,7 @@ count and kernel set (the per-epoch evaluations do not touch any random state):
   SPPE warm-up on displaced proposal crops (``--warmup-epochs`` 12, ``--boxes-per-person`` 12 new jitter
   boxes per person per epoch, mirrored at random), then STN training with the SPPE frozen
   (``--stn-epochs`` 4), with the parallel branch and without it, from the same warmed-up SPPE.
-  Displacement (``rmpe.sstn.centre_displacement``, mean over crops) after every STN epoch on the
+  Displacement (``rmpe.sstn.model.centre_displacement``, mean over crops) after every STN epoch on the
   training persons' unseen boxes (``data(100)``) and on the 53 held-out persons' 424 fixed jitter crops.
 * ``short`` (test_short_training_on_real_persons): ``--short-epochs`` 6 (1 SPPE warm-up) of end-to-end
   training on coco_mini train2017 (4 jitter boxes per person, fixed), held out 20 val2017 persons (2
@@ -57,11 +57,11 @@ def cpu_name() -> str:
 
 def centring_runs(args, seed):
     """One warm-up, then the STN with and without the parallel branch: two records."""
-    from rmpe.augment import JitterAugmenter
-    from rmpe.datasets import ResampledCrops, load_frames, make_crops
-    from rmpe.hourglass import StackedHourglass
     from rmpe.sstn import SSTN
-    from rmpe.train import Trainer, TrainConfig, evaluate, set_seed
+    from rmpe.sstn.augment import JitterAugmenter
+    from rmpe.sstn.datasets import ResampledCrops, load_frames, make_crops
+    from rmpe.sstn.hourglass import StackedHourglass
+    from rmpe.sstn.trainer import Trainer, TrainConfig, evaluate, set_seed
     from train_sstn import load_data
 
     train_p, held_p, _ = load_data(args.data_root)
@@ -100,11 +100,11 @@ def centring_runs(args, seed):
 
 
 def short_runs(args, seed):
-    from rmpe.augment import JitterAugmenter
-    from rmpe.datasets import load_frames, load_persons, make_crops
-    from rmpe.hourglass import StackedHourglass
     from rmpe.sstn import SSTN
-    from rmpe.train import Trainer, TrainConfig, evaluate, set_seed
+    from rmpe.sstn.augment import JitterAugmenter
+    from rmpe.sstn.datasets import load_frames, load_persons, make_crops
+    from rmpe.sstn.hourglass import StackedHourglass
+    from rmpe.sstn.trainer import Trainer, TrainConfig, evaluate, set_seed
 
     root = os.path.join(args.data_root, "coco_mini")
     train_p = load_persons(os.path.join(root, "person_keypoints_train2017_cocomini.json"),

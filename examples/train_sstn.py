@@ -19,7 +19,7 @@ ones) says how much position its heatmaps carry. 2. The STN, its localization ne
 on the SPPE's own heatmaps (translation only by default, identity start), trains with the SPPE
 frozen: the SSTN loss with the parallel branch, and without it. Every epoch prints the losses and,
 on the held-out jitter crops, the heatmap loss, the displacement (plain proposal -> STN crop,
-normalized proposal units, rmpe.sstn.centre_displacement) and PCK@0.2.
+normalized proposal units, rmpe.sstn.model.centre_displacement) and PCK@0.2.
 """
 from __future__ import annotations
 
@@ -32,12 +32,12 @@ import time
 import numpy as np
 import torch
 
-from rmpe.augment import JitterAugmenter, PGPGAugmenter
-from rmpe.datasets import (ResampledCrops, crops_from_boxes, detector_boxes, heatmap_to_image_theta, load_frames,
-                       load_persons, make_crops)
-from rmpe.hourglass import StackedHourglass
 from rmpe.sstn import SSTN
-from rmpe.train import Trainer, TrainConfig, evaluate, set_seed
+from rmpe.sstn.augment import JitterAugmenter, PGPGAugmenter
+from rmpe.sstn.datasets import (ResampledCrops, crops_from_boxes, detector_boxes, heatmap_to_image_theta,
+                                load_frames, load_persons, make_crops)
+from rmpe.sstn.hourglass import StackedHourglass
+from rmpe.sstn.trainer import Trainer, TrainConfig, evaluate, set_seed
 
 
 def load_data(root):
@@ -93,9 +93,9 @@ def fmt(r):
 
 @torch.no_grad()
 def keypoint_ap(model, crops, gt_path):
-    """COCO keypoint AP (rmpe.eval) of one pose per detector crop, on the crops' images."""
+    """COCO keypoint AP (rmpe.evaluate) of one pose per detector crop, on the crops' images."""
     from rmpe_ext.ops import heatmap_decode
-    from rmpe.eval import coco_keypoint_eval
+    from rmpe.evaluate import coco_keypoint_eval
 
     was = model.training
     model.eval()

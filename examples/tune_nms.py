@@ -3,7 +3,7 @@
 413 BlazePose pose proposals (before NMS) on 12 COCO val2017 images (``data/``): COCO keypoint AP
 (pycocotools) with no NMS, AlphaPose's constants, OKS-NMS (0.9 and its best threshold), soft-OKS, the
 paper's formulation with its default parameters, and the paper's and AlphaPose's formulations tuned by
-``rmpe.nms_search.tune_nms`` (pairs of parameters and the merge flag; ranked and scored by the proposal's
+``rmpe.nms.search.tune_nms`` (pairs of parameters and the merge flag; ranked and scored by the proposal's
 score, or with ``--search-scoring`` searching that choice too). Then the
 same search on half of the images, scored on the other half (2-fold, images alternating by id): with only
 12 images, how much of the gain is fitted to them?
@@ -19,9 +19,11 @@ import time
 
 import torch
 
-from rmpe.nms_params import save_params
-from rmpe.nms_search import (KeypointAP, NMSOutput, Scoring, apply_nms, no_nms, read_proposals,
-                             subset_proposals, to_results, tune_nms)
+from rmpe.coco import read_proposals, subset_proposals
+from rmpe.evaluate import KeypointAP
+from rmpe.nms.params import save_params
+from rmpe.nms.runtime import NMSOutput, Scoring, apply_nms, no_nms, to_results
+from rmpe.nms.search import tune_nms
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROPOSALS = ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz"

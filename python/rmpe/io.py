@@ -1,5 +1,5 @@
-"""File helpers shared by the command line and the library: atomic writes, output paths checked before the
-work, JSON loading with clear errors (files, values, COCO annotation documents)."""
+"""Generic file helpers shared by the command line and the library: atomic writes, output paths checked
+before the work, JSON files and values read with clear errors. COCO documents: :mod:`rmpe.coco`."""
 from __future__ import annotations
 
 import contextlib
@@ -125,14 +125,9 @@ def check_output_paths(outputs: Iterable[tuple]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# JSON values and COCO annotation documents
+# JSON values
 
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
-
-
-def _a(obj: Any) -> str:
-    name = type(obj).__name__
-    return ("an " if name[:1] in "aeiou" else "a ") + name
 
 
 def json_int(value: Any, what: str) -> int:
@@ -175,57 +170,3 @@ def json_numbers(value: Any, what: str, size: Optional[int] = None) -> list:
         n = "" if size is None else f" {size}"
         raise ValueError(f"{what} must be a list of{n} finite numbers, got {value!r}"[:300])
     return list(value)
-
-
-def check_coco(doc: Any, what: str, require: Optional[dict] = None, num_joints: Optional[int] = None) -> None:
-    """Checks a COCO annotation document before it is indexed: ``images``, ``annotations`` (and
-    ``categories`` when present) are lists of objects; ids are 64-bit integers; and, where present, an
-    annotation's ``bbox`` is 4 finite numbers, ``keypoints`` a list of 3K finite numbers (K =
-    ``num_joints`` when given), ``area`` and ``num_keypoints`` numbers, ``iscrowd`` 0 or 1, an image's
-    ``file_name`` a string. ``require`` maps a section to the fields each of its entries must have.
-    Raises ``ValueError`` naming ``what`` (the file), the entry and the field."""
-    require = require or {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{what} must be a COCO annotation object, got {_a(doc)}")
-    for section in ("images", "annotations", "categories"):
-        if section not in doc and section == "categories":
-            continue
-        entries = doc.get(section)
-        if not isinstance(entries, list):
-            raise ValueError(f"{what}: {section!r} must be a list, got {_a(entries)}")
-        for n, e in enumerate(entries):
-            where = f"{what}: {section}[{n}]"
-            if not isinstance(e, dict):
-                raise ValueError(f"{where} is {_a(e)}, not an object")
-            for field in require.get(section, ()):
-                if field not in e:
-                    raise ValueError(f"{where} has no {field!r}")
-            for field in ("id", "image_id", "category_id"):
-                if field in e:
-                    json_int(e[field], f"{where}: {field!r}")
-            if section == "images" and "file_name" in e and not isinstance(e["file_name"], str):
-                raise ValueError(f"{where}: 'file_name' must be a string, got {e['file_name']!r}")
-            if section != "annotations":
-                continue
-            if "bbox" in e:
-                try:
-                    json_numbers(e["bbox"], "", 4)
-                except ValueError:
-                    raise ValueError(f"{where}: 'bbox' must be a list of 4 finite numbers, got {e['bbox']!r}") from None
-            if "keypoints" in e:
-                kp = e["keypoints"]
-                try:
-                    json_numbers(kp, "")
-                except ValueError:
-                    msg = f"{where}: 'keypoints' must be a list of finite numbers, got {kp!r}"
-                    raise ValueError(msg[:300]) from None
-                if num_joints is not None and len(kp) != 3 * num_joints:
-                    raise ValueError(f"{where}: 'keypoints' has {len(kp)} numbers, expected {3 * num_joints} "
-                                     f"({num_joints} joints)")
-                if len(kp) % 3:
-                    raise ValueError(f"{where}: 'keypoints' has {len(kp)} numbers, not a multiple of 3")
-            for field in ("area", "num_keypoints"):
-                if field in e:
-                    json_number(e[field], f"{where}: {field!r}")
-            if "iscrowd" in e and e["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
-                raise ValueError(f"{where}: 'iscrowd' must be 0 or 1, got {e['iscrowd']!r}")

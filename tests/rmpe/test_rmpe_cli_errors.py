@@ -479,12 +479,12 @@ def test_bench_threads(capsys):
 
 def test_unknown_errors_still_show_a_traceback(tmp_path, monkeypatch):
     """Bugs stay visible: an exception that is not an input error propagates (exit 1 with a traceback)."""
-    import rmpe.nms_search
+    import rmpe.nms.runtime
 
     def bug(*a, **k):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(rmpe.nms_search, "apply_nms", bug)
+    monkeypatch.setattr(rmpe.nms.runtime, "apply_nms", bug)
     with pytest.raises(KeyError, match="a bug"):
         main(["nms", PROPOSALS, "-o", str(tmp_path / "o.json")])
     assert _listing(tmp_path) == []

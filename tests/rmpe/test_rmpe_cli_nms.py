@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from rmpe.cli import main
-from rmpe.eval import STAT_NAMES
-from rmpe.nms_params import load_params
+from rmpe.evaluate import STAT_NAMES
+from rmpe.nms.params import load_params
 from rmpe_ext import reference
 from rmpe_ext.ops import OKSNMSParams
 
@@ -146,7 +146,7 @@ def test_nms_with_a_parameters_file(tmp_path, capsys):
     out = tmp_path / "kept.json"
     assert main(["nms", PROPOSALS, "-o", str(out), "--params", "tuned", "--method", "paper", "--gt", GT]) == 0
     text = capsys.readouterr().out
-    from rmpe.nms_search import tuned_params_path
+    from rmpe.nms.search import tuned_params_path
     meta = json.load(open(tuned_params_path("paper")))["meta"]
     assert f"{meta['ap']:.4f} after" in text
     assert f"rank: {meta['scoring']['rank']}, score: {meta['scoring']['output']}" in text

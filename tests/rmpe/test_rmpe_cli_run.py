@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rmpe import cli
-from rmpe.nms_params import make_params, save_params
+from rmpe.nms.params import make_params, save_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COCO4 = ROOT / "data" / "coco4"

@@ -9,9 +9,10 @@ import pathlib
 import pytest
 
 from rmpe import cli
-from rmpe.eval import STAT_NAMES, coco_keypoint_eval, load_gt
+from rmpe.coco import load_gt
+from rmpe.evaluate import STAT_NAMES, coco_keypoint_eval
 from rmpe.io import atomic_path, read_json, write_json
-from rmpe.nms_params import load_params, make_params, save_params
+from rmpe.nms.params import load_params, make_params, save_params
 from rmpe_ext.ops import PaperNMSParams
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -1,6 +1,9 @@
-"""rmpe.nms_search: the prepared COCO evaluator, scoring, grids and the pair search, on the real dev proposals."""
+"""rmpe.nms and rmpe.evaluate: the prepared COCO evaluator, scoring, grids and the pair search, on the real dev
+proposals."""
+import contextlib
 import dataclasses
 import gzip
+import io
 import json
 import math
 import pathlib
@@ -8,11 +11,12 @@ import pathlib
 import pytest
 import torch
 
-from rmpe.eval import coco_keypoint_eval
-from rmpe.nms_params import load_params, save_params
-from rmpe.nms_search import (OUTPUTS, RANKS, KeypointAP, NMSOutput, ParamSpec, Scoring, apply_nms, default_scoring,
-                             load_params_and_scoring, no_nms, read_proposals, subset_proposals, to_results,
-                             tune_nms, tuned_params_path)
+from rmpe.coco import read_proposals, subset_proposals
+from rmpe.evaluate import STAT_NAMES, KeypointAP, coco_keypoint_eval
+from rmpe.nms.params import load_params, save_params
+from rmpe.nms.runtime import (OUTPUTS, RANKS, NMSOutput, Scoring, apply_nms, default_scoring, load_params_and_scoring,
+                              no_nms, to_results)
+from rmpe.nms.search import ParamSpec, tune_nms, tuned_params_path
 from rmpe_ext.ops import AlphaPoseNMSParams, PaperNMSParams
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,6 +35,27 @@ def ev():
     return KeypointAP(GT)
 
 
+def pycocotools_stats(results, image_ids=None):
+    """The ten summary numbers of pycocotools' own COCOeval, run plainly (no preparation, no cache): the
+    reference rmpe.evaluate must match bit for bit."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with gzip.open(GT, "rt") as f:
+        doc = json.load(f)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = doc
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes([dict(r, category_id=1) for r in results]), "keypoints")
+        if image_ids is not None:
+            ev.params.imgIds = sorted(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return dict(zip(STAT_NAMES, (float(s) for s in ev.stats)))
+
+
 # ------------------------------------------------------------------ evaluator
 
 @pytest.mark.parametrize("case", ["none", "alphapose", "paper-merge", "soft-oks"])
@@ -44,20 +69,26 @@ def test_fast_ap_equals_pycocotools_summary(props, ev, case):
     else:
         out = apply_nms(props, "soft-oks", {"thresh": 0.5})
     res = to_results(props, out)
-    full = coco_keypoint_eval(GT, res)["AP"]
-    assert ev.ap(res) == full
-    assert ev.ap(res) == full  # second call: every OKS row from the cache
-    assert ev.stats(res)["AP"] == full
+    ref = pycocotools_stats(res)
+    assert ev.ap(res) == ref["AP"]
+    assert ev.ap(res) == ref["AP"]  # second call: every OKS row from the cache
+    assert ev.stats(res) == dict(ref, n_results=len(res))  # all ten numbers, through the same OKS cache
+    assert coco_keypoint_eval(GT, res) == dict(ref, n_results=len(res))  # a fresh evaluator, no cache
 
 
 def test_fast_ap_on_a_subset_of_images(props):
     ids = sorted(set(props.image_ids.tolist()))[::3]
     sub = subset_proposals(props, ids)
     res = to_results(sub, no_nms(sub))
-    assert KeypointAP(GT, image_ids=ids).ap(res) == coco_keypoint_eval(GT, res, image_ids=ids)["AP"]
-    # results on other images are dropped, as coco_keypoint_eval does
+    ref = pycocotools_stats(res, ids)
+    ev_sub = KeypointAP(GT, image_ids=ids)
+    assert ev_sub.ap(res) == ref["AP"]
+    assert ev_sub.stats(res) == dict(ref, n_results=len(res))
+    # results on other images are dropped (pycocotools, given imgIds, ignores them too)
     everything = to_results(props, no_nms(props))
-    assert KeypointAP(GT, image_ids=ids).ap(everything) == coco_keypoint_eval(GT, everything, image_ids=ids)["AP"]
+    assert ev_sub.ap(everything) == ref["AP"]
+    assert ev_sub.stats(everything) == dict(ref, n_results=len(res))
+    assert coco_keypoint_eval(GT, everything, image_ids=ids) == dict(ref, n_results=len(res))
 
 
 def test_evaluator_errors(props, ev, tmp_path):

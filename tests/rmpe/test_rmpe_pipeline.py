@@ -11,9 +11,9 @@ import torch
 from rmpe.pipeline.detections import FrameBoxes, as_frame_boxes, detections_from_records, image_files, load_detections, \
     load_image
 from rmpe.pipeline.draw import draw_results, save_image
-from rmpe.eval import coco_keypoint_eval
+from rmpe.evaluate import coco_keypoint_eval
 from rmpe.pipeline.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
-from rmpe.nms_params import make_params, save_params
+from rmpe.nms.params import make_params, save_params
 from rmpe.pipeline import Pipeline, PipelineResult, crop_theta, heatmap_to_image, pose_scores, run_nms
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -443,7 +443,9 @@ def test_blazepose_model_path_from_the_environment(monkeypatch):
 
     monkeypatch.delenv("RMPE_BLAZEPOSE_MODEL", raising=False)
     shipped = default_blazepose_path()
-    assert shipped == ROOT / "data" / "models" / "blazepose" / "pose_landmark_full.tflite" and shipped.is_file()
+    # package data: inside the rmpe package, so that a wheel has it
+    assert shipped == ROOT / "python" / "rmpe" / "data" / "models" / "blazepose" / "pose_landmark_full.tflite"
+    assert shipped.is_file()
     monkeypatch.setenv("RMPE_BLAZEPOSE_MODEL", "/nonexistent/env.tflite")
     assert default_blazepose_path() == pathlib.Path("/nonexistent/env.tflite")
     with pytest.raises(FileNotFoundError, match="env.tflite.*set RMPE_BLAZEPOSE_MODEL"):
@@ -464,7 +466,9 @@ def test_nan_heatmaps_are_an_error(coco4):
 
 def test_run_nms_takes_the_parameter_files_scoring():
     """A tuned file's ranking/score choice (meta["scoring"]) is applied, not the method's default."""
-    from rmpe.nms_search import apply_nms, default_scoring, load_params_and_scoring, read_proposals, tuned_params_path
+    from rmpe.coco import read_proposals
+    from rmpe.nms.runtime import apply_nms, default_scoring, load_params_and_scoring
+    from rmpe.nms.search import tuned_params_path
 
     props = read_proposals(ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz")
     path = tuned_params_path("alphapose")
@@ -492,3 +496,32 @@ def test_detector_output_forms_agree():
     assert len(as_frame_boxes([])) == 0 and len(as_frame_boxes((np.zeros((0, 4)), np.zeros(0)))) == 0
     with pytest.raises(ValueError, match=r"an \[n, 5\] array"):
         as_frame_boxes(np.zeros((2, 4)))
+
+
+def test_nms_rank_and_score_vocabulary():
+    """The default NMS (oks, chosen by held-out AP), and nms_rank / nms_score: the same choices as the CLI's
+    --nms-rank / --nms-score; "pose" is "proposal"; "method" keeps AlphaPose's exact convention."""
+    from rmpe.coco import read_proposals
+    from rmpe.nms.runtime import Scoring, apply_nms
+    from rmpe.pipeline.core import DEFAULT_NMS
+
+    assert DEFAULT_NMS == "oks" and Pipeline(TorchHeatmapModel(Tiny())).nms == "oks"
+    props = read_proposals(ROOT / "data" / "blazepose_proposals_pre_nms_dev.json.gz")
+    for rank in ("proposal", "joints", "box"):
+        for score in (None, "proposal", "alphapose"):
+            keep, poses, _, scores = run_nms(props, "alphapose", None, rank, score=score)
+            want = apply_nms(props, "alphapose", None, Scoring(rank, score or "rank"))
+            assert torch.equal(keep, want.keep) and torch.equal(scores, want.scores)
+    assert torch.equal(run_nms(props, "oks", None, "pose")[3], run_nms(props, "oks", None, "proposal")[3])
+    exact = apply_nms(props, "alphapose", None, Scoring("joints", "alphapose"))  # AlphaPose's own convention
+    keep, _, _, scores = run_nms(props, "alphapose", None, "method")
+    assert torch.equal(keep, exact.keep) and torch.equal(scores, exact.scores)
+    keep, _, _, scores = run_nms(props, "alphapose", None, "method", score="joints")  # its ranking, another score
+    want = apply_nms(props, "alphapose", None, Scoring("joints", "joints"))
+    assert torch.equal(keep, want.keep) and torch.equal(scores, want.scores)
+    with pytest.raises(ValueError, match="nms_score must be one of"):
+        Pipeline(TorchHeatmapModel(Tiny()), nms_score="best")
+    with pytest.raises(ValueError, match="nms_rank must be one of"):
+        Pipeline(TorchHeatmapModel(Tiny()), nms_rank="score")
+    with pytest.raises(ValueError, match="soft-oks rescores"):
+        Pipeline(TorchHeatmapModel(Tiny()), nms="soft-oks", nms_score="joints")

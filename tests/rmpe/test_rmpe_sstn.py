@@ -1,12 +1,12 @@
-"""rmpe.sstn and rmpe.hourglass: coordinate bookkeeping of STN -> SPPE -> SDTN, the identity start,
+"""rmpe.sstn and rmpe.sstn.hourglass: coordinate bookkeeping of STN -> SPPE -> SDTN, the identity start,
 gradients to theta, the parallel SPPE (frozen, training only), losses and the displacement measure."""
 import pytest
 import torch
 from torch import nn
 
-from rmpe.hourglass import StackedHourglass
 from rmpe.sstn import (SSTN, LocalizationNet, ResNetBackbone, SPPEFeatures, centre_displacement, heatmap_loss,
                        sstn_loss)
+from rmpe.sstn.hourglass import StackedHourglass
 
 torch.set_num_threads(2)
 

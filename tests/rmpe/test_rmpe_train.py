@@ -1,4 +1,4 @@
-"""rmpe.train, rmpe.datasets, rmpe.augment and ``rmpe train``: resumable training (bit-identical to an
+"""rmpe.sstn.trainer, rmpe.sstn.datasets, rmpe.sstn.augment and ``rmpe train``: resumable training (bit-identical to an
 uninterrupted run), atomic checkpoints, targets aligned with the real GT joints, box augmenters, and a
 short training on real COCO persons."""
 import json
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from rmpe.augment import JitterAugmenter, PGPGAugmenter, make_augmenter
-from rmpe.datasets import (CropSet, crops_from_boxes, heatmap_to_image_theta, load_frames, load_persons, make_crops,
-                       split_by_image)
-from rmpe.hourglass import StackedHourglass
 from rmpe.sstn import SSTN
-from rmpe.train import Trainer, TrainConfig, evaluate, set_seed
+from rmpe.sstn.augment import JitterAugmenter, PGPGAugmenter, make_augmenter
+from rmpe.sstn.datasets import (CropSet, crops_from_boxes, heatmap_to_image_theta, load_frames, load_persons,
+                                make_crops, split_by_image)
+from rmpe.sstn.hourglass import StackedHourglass
+from rmpe.sstn.trainer import Trainer, TrainConfig, evaluate, set_seed
 
 
 def _threads():
@@ -236,7 +236,7 @@ def test_flip_crops_mirror_everything_consistently(shared_data):
     translation changes sign, flipping twice is the identity, and the input is not changed."""
     from rmpe_ext.ops import heatmap_decode
 
-    from rmpe.datasets import FLIP_PAIRS, flip_crops
+    from rmpe.sstn.datasets import FLIP_PAIRS, flip_crops
 
     persons = _mmpose(shared_data)
     cs = make_crops(persons, load_frames(persons), JitterAugmenter(shift=0.2), 2, np.random.default_rng(0), sigma=1.0)
@@ -262,7 +262,7 @@ def test_flip_crops_mirror_everything_consistently(shared_data):
 
 
 def test_resampled_crops_are_a_function_of_seed_and_epoch(shared_data):
-    from rmpe.datasets import ResampledCrops
+    from rmpe.sstn.datasets import ResampledCrops
 
     persons = _mmpose(shared_data)
     frames = load_frames(persons)
@@ -321,7 +321,7 @@ def position_sensitive_sppe(shared_data):
     person per epoch, shift up to 0.3 of the box, random mirror; targets in the proposal's own frame),
     so that its heatmaps move with the person; the localization net (a spatial soft-argmax on those
     heatmaps, translation only) is still the identity."""
-    from rmpe.datasets import ResampledCrops
+    from rmpe.sstn.datasets import ResampledCrops
 
     torch.set_num_threads(_threads())
     train_p, held_p = _centring_data(shared_data)

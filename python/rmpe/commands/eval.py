@@ -31,9 +31,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from ..eval import STAT_NAMES
+    from ..evaluate import STAT_NAMES, KeypointAP
     from ..io import read_json
-    from ..nms_search import KeypointAP
 
     evaluator = KeypointAP(args.gt)
     results = read_json(args.results, "results file")

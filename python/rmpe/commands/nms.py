@@ -5,7 +5,7 @@ pixels), ``score``, ``det_bbox`` (xywh; ``bbox`` is read when absent), optional 
 kept poses as COCO keypoint results (``image_id``, ``category_id``, ``keypoints`` merged where the method
 merges, ``score``, ``det_bbox``, ``det_score``), all images in one batched NMS call. The score that ranks
 the NMS and the one written are chosen by ``--rank``/``--score`` (default: the parameters file's, else the
-method's own convention; see ``rmpe.nms_search.Scoring``).
+method's own convention; see ``rmpe.nms.runtime.Scoring``).
 """
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def register(sub) -> None:
 
 def resolve_method_params(method, params_arg):
     """(method, params, scoring-or-None) from --method and --params."""
-    from ..nms_params import make_params
-    from ..nms_search import load_params_and_scoring, tuned_params_path
+    from ..nms.params import make_params
+    from ..nms.runtime import load_params_and_scoring
+    from ..nms.search import tuned_params_path
 
     if params_arg is None:
         method = method or "alphapose"
@@ -54,8 +55,10 @@ def run(args) -> int:
     import torch
 
     from ..cli import CommandError
+    from ..coco import read_proposals
+    from ..evaluate import KeypointAP
     from ..io import write_json
-    from ..nms_search import KeypointAP, Scoring, apply_nms, default_scoring, no_nms, read_proposals, to_results
+    from ..nms.runtime import Scoring, apply_nms, default_scoring, no_nms, to_results
 
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     method, params, scoring = resolve_method_params(args.method, args.params)

@@ -106,8 +106,8 @@ def run(args) -> int:
     from ..cli import CommandError
     from ..pipeline.detections import image_files, load_detections, load_image
     from ..pipeline.draw import draw_results, save_image
+    from ..evaluate import KeypointAP
     from ..io import write_json
-    from ..nms_search import KeypointAP
     from ..pipeline import Pipeline, PipelineResult
     from . import check_input_size, check_threads
 

@@ -2,7 +2,7 @@
 
 Persons are split by image into training and held-out sets (``--val-fraction``); every epoch prints the
 training loss and, on the held-out persons, the heatmap loss, the STN's displacement (before -> after,
-normalized proposal units, see ``rmpe.sstn.centre_displacement``) and PCK@0.2 of the GT box's longer
+normalized proposal units, see ``rmpe.sstn.model.centre_displacement``) and PCK@0.2 of the GT box's longer
 side. Checkpoints (``CKPT_DIR/last.pt``) and ``history.json`` are written atomically after every epoch;
 ``--resume`` continues from ``last.pt``.
 """
@@ -57,12 +57,12 @@ def run(args) -> int:
     import numpy as np
     import torch
 
-    from ..augment import make_augmenter
     from ..cli import CommandError
-    from ..datasets import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
-    from ..hourglass import StackedHourglass
     from ..sstn import SSTN
-    from ..train import Trainer, TrainConfig, set_seed
+    from ..sstn.augment import make_augmenter
+    from ..sstn.datasets import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
+    from ..sstn.hourglass import StackedHourglass
+    from ..sstn.trainer import Trainer, TrainConfig, set_seed
     from . import check_input_size, check_threads
 
     if args.resume and not args.out:

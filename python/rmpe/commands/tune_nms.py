@@ -1,9 +1,9 @@
 """``rmpe tune-nms``: search the pose-NMS parameters that maximise COCO keypoint AP on pre-NMS proposals.
 
 Two parameters at a time with the others fixed, on 2-D grids refined when a round stops improving (the
-paper's scheme, ``rmpe.nms_search.tune_nms``), and the merge flag; the ranking/score choice is set by
+paper's scheme, ``rmpe.nms.search.tune_nms``), and the merge flag; the ranking/score choice is set by
 ``--rank``/``--score`` (searched only with ``--search-scoring``). Writes an NMS parameters file
-(``rmpe.nms_params``) whose ``meta`` holds the scoring, the AP and how it was found; ``rmpe nms --params``
+(``rmpe.nms.params``) whose ``meta`` holds the scoring, the AP and how it was found; ``rmpe nms --params``
 reads it (``rmpe run --nms-params`` reads its parameters).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--start", default=None, metavar="FILE",
                    help="start from this parameters file (default: the method's defaults)")
     p.add_argument("--names", default=None, metavar="A,B,...",
-                   help="the parameters searched in pairs (default: rmpe.nms_search.default_space)")
+                   help="the parameters searched in pairs (default: rmpe.nms.search.default_space)")
     p.add_argument("--max-rounds", type=int, default=20, help="at most this many rounds (default: 20)")
     p.add_argument("--grid", type=int, default=7, help="grid points per parameter, odd (default: 7)")
     p.add_argument("--refine", type=int, default=2, help="grid refinements before stopping (default: 2)")
@@ -54,9 +54,11 @@ def run(args) -> int:
     import torch
 
     from ..cli import CommandError
-    from ..nms_params import save_params
-    from ..nms_search import (KeypointAP, Scoring, load_params_and_scoring, no_nms, read_proposals,
-                              subset_proposals, to_results, tune_nms)
+    from ..coco import read_proposals, subset_proposals
+    from ..evaluate import KeypointAP
+    from ..nms.params import save_params
+    from ..nms.runtime import Scoring, load_params_and_scoring, no_nms, to_results
+    from ..nms.search import tune_nms
 
     torch.set_num_threads(1)
     if args.max_rounds < 1:

@@ -35,8 +35,8 @@ time, crossing frame boundaries; the NMS runs once over the whole batch with an 
    score), ``"soft-oks"`` (``rmpe_ext.ops.soft_oks_nms``: the rescored pose score), or ``"none"``.
    ``nms_rank="pose"`` ranks ``alphapose`` by the pose score as well (on the BlazePose sample this
    matters: AlphaPose's joint-mean ranking ignores the detector score).
-   Parameters: an object of :mod:`rmpe.nms_params`, a dict of its fields, or a parameters file
-   (:func:`rmpe.nms_search.load_params_and_scoring`: its ``method`` sets ``nms``, its ranking/score choice
+   Parameters: an object of :mod:`rmpe.nms.params`, a dict of its fields, or a parameters file
+   (:func:`rmpe.nms.load_params_and_scoring`: its ``method`` sets ``nms``, its ranking/score choice
    the scoring); defaults otherwise.
 
 Everything runs on ``device`` (default: the model's): frames are copied there once per call, thetas,
@@ -59,8 +59,8 @@ from rmpe_ext.proposals import Proposals
 
 from .detections import FrameBoxes, as_frame_boxes
 from .models import check_heatmaps, check_model
-from ..nms_params import METHODS, make_params
-from ..nms_search import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
+from ..nms.params import METHODS, make_params
+from ..nms.runtime import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
 
 __all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
            "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
@@ -113,7 +113,7 @@ def pose_scores(joint_scores: Tensor, det_scores: Tensor, kp_thresh: float = 0.2
 
 def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any, Optional[Scoring]]:
     """-> ``(method, params, scoring)``; ``scoring`` is a parameters file's own (``meta["scoring"]``, as
-    ``rmpe tune-nms`` writes it), None otherwise (the method's :func:`rmpe.nms_search.default_scoring`)."""
+    ``rmpe tune-nms`` writes it), None otherwise (the method's :func:`rmpe.nms.default_scoring`)."""
     if nms_params is None:
         method = "alphapose" if nms is None else nms
         if method not in NMS_METHODS:
@@ -144,9 +144,9 @@ def run_nms(p: Proposals, method: str = "alphapose", params=None, rank: str = "m
     joint_scores [M, K], scores [M])``, image by image (ascending image index), pick order within an image.
 
     ``method``/``params`` as :class:`Pipeline` takes them (``params`` None: the method's defaults); the work
-    is :func:`rmpe.nms_search.apply_nms`. ``scoring`` (a :class:`rmpe.nms_search.Scoring`) says which score
+    is :func:`rmpe.nms.apply_nms`. ``scoring`` (a :class:`rmpe.nms.Scoring`) says which score
     ranks the poses and which one a kept pose gets; None: the method's own convention
-    (:func:`rmpe.nms_search.default_scoring`): ``alphapose`` ranks by AlphaPose's mean joint score, merges,
+    (:func:`rmpe.nms.default_scoring`): ``alphapose`` ranks by AlphaPose's mean joint score, merges,
     and scores with AlphaPose's ``mean(merged) + det_score + 1.25 max(merged)``; the others rank by and keep
     ``p.scores`` (``soft-oks``: rescored). ``rank="pose"`` ranks and scores every method by ``p.scores``.
     """
@@ -173,7 +173,7 @@ def proposals_to_records(p: Proposals, index: Optional[Tensor] = None, poses: Op
     """COCO keypoint result dicts for the poses ``index`` (default: all) of ``p``, with other keypoints,
     joint scores or scores when given (one row per index): ``image_id``, ``category_id`` 1,
     ``keypoints`` (x, y, score per joint, image pixels), ``score``, ``det_bbox`` (xywh), ``det_score``
-    (:func:`rmpe.nms_search.to_results` with ``extra``)."""
+    (:func:`rmpe.nms.to_results` with ``extra``)."""
     if index is None:
         index = torch.arange(p.poses.shape[0], device=p.poses.device)
     out = NMSOutput(index, p.poses[index] if poses is None else poses,

@@ -107,7 +107,7 @@ class PGPGAugmenter:
     def __init__(self, pgpg=None):
         if pgpg is None:
             try:
-                from .pgpg import load_default
+                from ..pgpg import load_default
             except ImportError as e:
                 raise ValueError(f"the PGPG augmenter needs rmpe.pgpg, which could not be imported: {e}") from e
             pgpg = load_default()

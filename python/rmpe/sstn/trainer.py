@@ -20,8 +20,8 @@ so that its heatmaps move with the person (what the parallel branch and an SPPE-
 net need). ``freeze_sppe``: after the warm-up the SPPE's weights are not updated and it runs in eval
 mode (the paper's pre-trained, frozen parallel SPPE; only the localization network learns).
 
-Training data: a fixed :class:`rmpe.datasets.CropSet`, or a callable ``epoch -> CropSet`` (e.g.
-:class:`rmpe.datasets.ResampledCrops`: new random boxes every epoch, a deterministic function of the
+Training data: a fixed :class:`rmpe.sstn.datasets.CropSet`, or a callable ``epoch -> CropSet`` (e.g.
+:class:`rmpe.sstn.datasets.ResampledCrops`: new random boxes every epoch, a deterministic function of the
 epoch so that resuming still reproduces the run).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .datasets import CropSet, heatmap_to_image_theta
-from .sstn import SSTN, centre_displacement, heatmap_loss, sstn_loss
+from .model import SSTN, centre_displacement, heatmap_loss, sstn_loss
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "set_seed"]
 
@@ -92,7 +92,7 @@ def evaluate(model: SSTN, crops: CropSet, batch_size: int = 128, pck_alpha: floa
     """Held-out figures of ``model`` (run in eval mode: no parallel branch; its mode is restored):
 
     * ``loss``: the main branch's heatmap loss (proposal frame);
-    * ``displacement_before`` / ``displacement_after``: mean :func:`rmpe.sstn.centre_displacement` of
+    * ``displacement_before`` / ``displacement_after``: mean :func:`rmpe.sstn.model.centre_displacement` of
       the plain proposal crop (identity theta) and of the STN's crop (normalized proposal units);
     * ``mean_error``: mean distance between the decoded joints (argmax with AlphaPose's quarter step,
       through the SDTN's maps) and the labelled GT joints, in units of the GT box's longer side;
@@ -130,7 +130,7 @@ def evaluate(model: SSTN, crops: CropSet, batch_size: int = 128, pck_alpha: floa
 
 
 class Trainer:
-    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.datasets.CropSet`, or a
+    """Trains ``model`` (an :class:`rmpe.sstn.SSTN`) on ``train`` (a :class:`rmpe.sstn.datasets.CropSet`, or a
     callable ``epoch (0-based) -> CropSet`` giving each epoch's crops); evaluates on ``val`` after every
     epoch when given; checkpoints to ``out_dir`` when given."""
 
@@ -139,7 +139,7 @@ class Trainer:
         if not isinstance(model, SSTN):
             raise ValueError(f"model must be an rmpe.sstn.SSTN, got {type(model).__name__}")
         if not callable(train) and (not isinstance(train, CropSet) or len(train) == 0):
-            raise ValueError("train must be a non-empty rmpe.datasets.CropSet or a callable epoch -> CropSet")
+            raise ValueError("train must be a non-empty rmpe.sstn.datasets.CropSet or a callable epoch -> CropSet")
         config.check()
         self.model, self.train_set, self.val_set, self.config = model, train, val, config
         self.out_dir = None if out_dir is None else os.fspath(out_dir)
@@ -175,7 +175,7 @@ class Trainer:
 
     def save_checkpoint(self, path: Optional[str] = None) -> str:
         """Writes the checkpoint (default ``out_dir/last.pt``) atomically, and ``history.json`` beside it."""
-        from .io import atomic_path, write_json
+        from ..io import atomic_path, write_json
 
         path = path or self.checkpoint_path
         if path is None:
@@ -219,7 +219,7 @@ class Trainer:
             data = data(self.epoch)
             if not isinstance(data, CropSet) or len(data) == 0:
                 raise ValueError(f"the training-set callable gave {type(data).__name__} for epoch {self.epoch}; "
-                                 f"expected a non-empty rmpe.datasets.CropSet")
+                                 f"expected a non-empty rmpe.sstn.datasets.CropSet")
         warmup = self.epoch < cfg.sppe_warmup_epochs
         frozen = cfg.freeze_sppe and not warmup
         if model.parallel_mode == "copy" and not warmup:

@@ -57,6 +57,9 @@ Files: :meth:`PGPG.save` writes an ``.npz`` (numeric arrays and a JSON settings 
 atomically; :meth:`PGPG.load` reads it with ``allow_pickle=False``. :func:`load_default` loads the model
 fitted on the COCO val2017 538-image subset with the real AP_H_56 detections, shipped in
 ``rmpe/data/pgpg_coco_subset538.npz``.
+
+The parts: :mod:`rmpe.pgpg.atoms` (torso, alignment), :mod:`rmpe.pgpg.matching` (offsets, matching),
+this module (mixtures, the model, its files, cross-validation), :mod:`rmpe.pgpg.plot` (the figure).
 """
 from __future__ import annotations
 
@@ -67,285 +70,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .io import atomic_path, json_number, read_json
+from ..io import atomic_path, read_json
+from .atoms import MIN_SIDE_FRAC, NO_ATOM, NUM_JOINTS, _align, _box_xywh, _impute, _keypoints_array, _nearest
+from .matching import _iou_xyxy_vs_xywh, _load_gt, _match, _persons_and_dets, matched_pairs, offsets_to_boxes
 
-__all__ = ["PGPG", "load_default", "NO_ATOM", "NUM_JOINTS", "COCO_SKELETON", "align_pose", "torso",
-           "box_offsets", "offsets_to_boxes", "match_detections", "matched_pairs", "cross_validate", "DEFAULT_MODEL"]
+__all__ = ["PGPG", "load_default", "cross_validate", "DEFAULT_MODEL", "FORMAT_VERSION"]
 
-NUM_JOINTS = 17
-NO_ATOM = -1
-SHOULDERS = (5, 6)
-HIPS = (11, 12)
-MIN_TORSO_PX = 1.0
-MIN_SIDE_FRAC = 0.05
 FORMAT_VERSION = 1
-DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pgpg_coco_subset538.npz")
-
-# COCO-17 limbs as 0-based joint index pairs (for drawing atomic poses)
-COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-                 (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")  # python/rmpe/data
+DEFAULT_MODEL = os.path.join(_DATA, "pgpg_coco_subset538.npz")
 
 PathLike = Union[str, os.PathLike]
-
-
-# ----------------------------------------------------------------------------------------------------
-# input checks
-
-def _keypoints_array(keypoints: Any, name: str = "keypoints") -> np.ndarray:
-    """-> a float64 copy of shape [17, 3]; errors name ``name``."""
-    try:
-        kp = np.array(keypoints, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be numeric [17, 3] (x, y, v), got {type(keypoints).__name__}: {e}") from None
-    if kp.shape == (NUM_JOINTS * 3,):
-        kp = kp.reshape(NUM_JOINTS, 3)
-    if kp.shape != (NUM_JOINTS, 3):
-        raise ValueError(f"{name} must have shape [17, 3] (COCO-17 x, y, v), got {list(kp.shape)}")
-    labelled = kp[:, 2] > 0
-    if np.isnan(kp[:, 2]).any() or not np.isfinite(kp[labelled, :2]).all():
-        raise ValueError(f"{name} holds NaN or infinite values (visibility, or x/y of a labelled joint)")
-    return kp
-
-
-def _box_xywh(box: Any, name: str = "gt_box_xywh") -> np.ndarray:
-    try:
-        b = np.array(box, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be 4 numbers (COCO x, y, w, h), got {type(box).__name__}: {e}") from None
-    if b.shape != (4,):
-        raise ValueError(f"{name} must be 4 numbers (COCO x, y, w, h), got {b.size}")
-    if not np.isfinite(b).all():
-        raise ValueError(f"{name} holds NaN or infinite values: {b.tolist()}")
-    if b[2] <= 0 or b[3] <= 0:
-        raise ValueError(f"{name} must have positive width and height, got w={b[2]:g}, h={b[3]:g}")
-    return b
-
-
-# ----------------------------------------------------------------------------------------------------
-# geometry
-
-def torso(keypoints: Any) -> Optional[Tuple[np.ndarray, float]]:
-    """The torso of a pose -> ``(centre [2] float64 px, length float px)``, or None when it is not
-    annotated (no labelled shoulder, no labelled hip, or the two points closer than ``MIN_TORSO_PX``).
-    ``keypoints``: [17, 3] (x, y, v) image px (see the module docstring for the definition)."""
-    kp = _keypoints_array(keypoints)
-    return _torso(kp)
-
-
-def _torso(kp: np.ndarray) -> Optional[Tuple[np.ndarray, float]]:
-    lab = kp[:, 2] > 0
-    sh = [j for j in SHOULDERS if lab[j]]
-    hp = [j for j in HIPS if lab[j]]
-    if not sh or not hp:
-        return None
-    s = kp[sh, :2].mean(0)
-    h = kp[hp, :2].mean(0)
-    length = float(np.hypot(*(s - h)))
-    if not length >= MIN_TORSO_PX:
-        return None
-    return (s + h) / 2.0, length
-
-
-def align_pose(keypoints: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """Torso-aligned pose -> ``(xy [17, 2] float64, labelled [17] bool)``: ``(xy - torso centre) / torso
-    length``, unlabelled joints NaN; None when the torso is not annotated. ``keypoints``: [17, 3] px."""
-    return _align(_keypoints_array(keypoints))
-
-
-def box_offsets(det_xyxy: Any, gt_xywh: Any) -> np.ndarray:
-    """Normalized offsets of detected boxes from ground-truth boxes.
-
-    ``det_xyxy``: [N, 4] (or [4]) detected boxes, xyxy px; ``gt_xywh``: [N, 4] (or [4]) ground-truth
-    boxes, COCO xywh px, positive w and h. Returns float64 [N, 4] (or [4]):
-    ``((x1d-x1)/w, (y1d-y1)/h, (x2d-x2)/w, (y2d-y2)/h)``."""
-    d = np.array(det_xyxy, dtype=np.float64)
-    g = np.array(gt_xywh, dtype=np.float64)
-    single = d.ndim == 1 and g.ndim == 1
-    d, g = np.atleast_2d(d), np.atleast_2d(g)
-    if d.shape[-1] != 4 or g.shape[-1] != 4 or d.ndim != 2 or g.ndim != 2:
-        raise ValueError(f"det_xyxy and gt_xywh must be [N, 4], got {list(d.shape)} and {list(g.shape)}")
-    if len(d) != len(g):
-        raise ValueError(f"det_xyxy has {len(d)} boxes but gt_xywh has {len(g)}")
-    if not (np.isfinite(d).all() and np.isfinite(g).all()):
-        raise ValueError("det_xyxy / gt_xywh hold NaN or infinite values")
-    if (g[:, 2:] <= 0).any():
-        raise ValueError("gt_xywh must have positive widths and heights")
-    wh = np.concatenate([g[:, 2:], g[:, 2:]], axis=1)
-    gxyxy = np.concatenate([g[:, :2], g[:, :2] + g[:, 2:]], axis=1)
-    out = (d - gxyxy) / wh
-    return out[0] if single else out
-
-
-def offsets_to_boxes(offsets: Any, gt_xywh: Any) -> np.ndarray:
-    """Inverse of :func:`box_offsets` for one ground-truth box: ``offsets`` [N, 4] normalized offsets,
-    ``gt_xywh`` 4 numbers (COCO xywh px) -> float64 [N, 4] boxes xyxy px."""
-    o = np.asarray(offsets, dtype=np.float64)
-    if o.ndim != 2 or o.shape[1] != 4:
-        raise ValueError(f"offsets must be [N, 4], got {list(o.shape)}")
-    g = _box_xywh(gt_xywh)
-    w, h = g[2], g[3]
-    base = np.array([g[0], g[1], g[0] + w, g[1] + h])
-    return base + o * np.array([w, h, w, h])
-
-
-# ----------------------------------------------------------------------------------------------------
-# data loading
-
-def _load_gt(gt: Union[PathLike, Dict[str, Any]]) -> Dict[str, Any]:
-    if isinstance(gt, (str, os.PathLike)):
-        gt = read_json(gt, "ground-truth file")
-    if not isinstance(gt, dict) or not isinstance(gt.get("annotations"), list):
-        raise ValueError("gt must be a COCO keypoints dict (or its file) with an 'annotations' list")
-    return gt
-
-
-def _person_category(gt: Dict[str, Any]) -> Optional[int]:
-    for c in gt.get("categories") or []:
-        if isinstance(c, dict) and c.get("name") == "person" and "id" in c:
-            return c["id"]
-    return None
-
-
-def _floats(value: Any) -> np.ndarray:
-    """A JSON list as a flat float64 array; NaN (then rejected with the field's message) where it holds
-    anything else (strings, nested lists of other lengths)."""
-    try:
-        return np.array(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        return np.array([np.nan])
-
-
-def _parse_gt(gt: Dict[str, Any]) -> Dict[Any, List[Dict[str, Any]]]:
-    """-> image_id -> list of {'id', 'box' xywh [4], 'crowd' bool, 'kp' [17, 3] or None}."""
-    person = _person_category(gt)
-    out: Dict[Any, List[Dict[str, Any]]] = {}
-    for i, a in enumerate(gt["annotations"]):
-        if not isinstance(a, dict):
-            raise ValueError(f"gt annotation #{i} is not an object")
-        if person is not None and "category_id" in a and a["category_id"] != person:
-            continue
-        aid = a.get("id", f"#{i}")
-        for field in ("image_id", "bbox"):
-            if field not in a:
-                raise ValueError(f"gt annotation {aid} has no {field!r} field")
-        box = _floats(a["bbox"])
-        if box.shape != (4,) or not np.isfinite(box).all():
-            raise ValueError(f"gt annotation {aid}: 'bbox' must be 4 finite numbers (x, y, w, h), got {a['bbox']}")
-        crowd = bool(a.get("iscrowd", 0))
-        kp = None
-        if not crowd and "keypoints" in a:
-            flat = _floats(a["keypoints"])
-            if flat.size != NUM_JOINTS * 3:
-                raise ValueError(f"gt annotation {aid}: 'keypoints' must hold 17 x 3 = 51 numbers (COCO-17), "
-                                 f"got {flat.size}")
-            kp = _keypoints_array(flat, f"gt annotation {aid} keypoints")
-            if not (kp[:, 2] > 0).any():
-                kp = None
-        if box[2] <= 0 or box[3] <= 0:
-            continue  # degenerate box: cannot be matched nor normalize offsets
-        out.setdefault(a["image_id"], []).append({"id": aid, "box": box, "crowd": crowd, "kp": kp})
-    return out
-
-
-def _parse_dets(detections: Union[PathLike, Sequence[Dict[str, Any]]], person: Optional[int]
-                ) -> Dict[Any, List[Tuple[float, int, np.ndarray]]]:
-    """-> image_id -> list of (score, file index, box xywh [4])."""
-    if isinstance(detections, (str, os.PathLike)):
-        detections = read_json(detections, "detections file")
-    if not isinstance(detections, (list, tuple)):
-        raise ValueError("detections must be a list of COCO detection dicts (image_id, bbox, score) or its file")
-    out: Dict[Any, List[Tuple[float, int, np.ndarray]]] = {}
-    for i, d in enumerate(detections):
-        if not isinstance(d, dict):
-            raise ValueError(f"detection #{i} is not an object")
-        for field in ("image_id", "bbox", "score"):
-            if field not in d:
-                raise ValueError(f"detection #{i} has no {field!r} field")
-        if person is not None and "category_id" in d and d["category_id"] != person:
-            continue
-        box = _floats(d["bbox"])
-        if box.shape != (4,) or not np.isfinite(box).all():
-            raise ValueError(f"detection #{i}: 'bbox' must be 4 finite numbers (x, y, w, h), got {d['bbox']}")
-        score = json_number(d["score"], f"detection #{i}: 'score'", finite=False)
-        if not np.isfinite(score):
-            raise ValueError(f"detection #{i}: 'score' is not finite")
-        out.setdefault(d["image_id"], []).append((score, i, box))
-    return out
-
-
-def match_detections(gt_boxes_xywh: np.ndarray, det_boxes_xywh: np.ndarray, det_scores: np.ndarray,
-                     iou_thresh: float) -> List[Tuple[int, int, float]]:
-    """Greedy one-to-one matching of one image's detections to its ground-truth boxes (COCO evaluation
-    rule): detections in decreasing score order (stable), each takes the unmatched ground truth of
-    highest IoU if that IoU is ``>= iou_thresh``. Boxes: [G, 4] and [D, 4] COCO xywh px; scores [D].
-    Returns ``[(gt index, det index, iou)]``."""
-    from pycocotools import mask as mask_utils
-
-    g = np.asarray(gt_boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    d = np.asarray(det_boxes_xywh, dtype=np.float64).reshape(-1, 4)
-    s = np.asarray(det_scores, dtype=np.float64).reshape(-1)
-    if len(s) != len(d):
-        raise ValueError(f"det_scores has {len(s)} entries but det_boxes_xywh has {len(d)} boxes")
-    if len(g) == 0 or len(d) == 0:
-        return []
-    ious = np.asarray(mask_utils.iou(d.tolist(), g.tolist(), [0] * len(g)), dtype=np.float64).reshape(len(d), len(g))
-    taken = np.zeros(len(g), dtype=bool)
-    pairs = []
-    for di in np.argsort(-s, kind="stable"):
-        row = np.where(taken, -1.0, ious[di])
-        gi = int(np.argmax(row))
-        if row[gi] >= iou_thresh:
-            taken[gi] = True
-            pairs.append((gi, int(di), float(row[gi])))
-    return pairs
-
-
-def _match(persons: Dict[Any, List[Dict[str, Any]]], dets: Dict[Any, List[Tuple[float, int, np.ndarray]]],
-           score_thresh: float, iou_thresh: float) -> Dict[str, Any]:
-    rows = []
-    for img, ps in persons.items():
-        cand = [i for i, p in enumerate(ps) if not p["crowd"]]
-        ds = [d for d in dets.get(img, []) if d[0] >= score_thresh]
-        if not cand or not ds:
-            continue
-        for gi, di, iou in match_detections(np.stack([ps[i]["box"] for i in cand]), np.stack([d[2] for d in ds]),
-                                            np.array([d[0] for d in ds]), iou_thresh):
-            p, d = ps[cand[gi]], ds[di]
-            rows.append((img, p, d, iou))
-    kp = np.full((len(rows), NUM_JOINTS, 3), 0.0)
-    for r, (_, p, _, _) in enumerate(rows):
-        if p["kp"] is not None:
-            kp[r] = p["kp"]
-    gtb = np.array([p["box"] for _, p, _, _ in rows], dtype=np.float64).reshape(-1, 4)
-    db = np.array([d[2] for _, _, d, _ in rows], dtype=np.float64).reshape(-1, 4)
-    det_xyxy = np.concatenate([db[:, :2], db[:, :2] + db[:, 2:]], axis=1)
-    return dict(
-        image_id=[img for img, _, _, _ in rows], gt_id=[p["id"] for _, p, _, _ in rows], keypoints=kp,
-        has_torso=np.array([p["kp"] is not None and _torso(p["kp"]) is not None for _, p, _, _ in rows], dtype=bool),
-        gt_xywh=gtb, det_xyxy=det_xyxy, det_score=np.array([d[0] for _, _, d, _ in rows], dtype=np.float64),
-        iou=np.array([r[3] for r in rows], dtype=np.float64),
-        offsets=box_offsets(det_xyxy, gtb) if rows else np.zeros((0, 4)))
-
-
-def matched_pairs(gt: Union[PathLike, Dict[str, Any]], detections: Union[PathLike, Sequence[Dict[str, Any]]],
-                  score_thresh: float = 0.3, iou_thresh: float = 0.5, image_ids: Optional[Sequence[Any]] = None
-                  ) -> Dict[str, Any]:
-    """GT persons matched one-to-one to detections (the rule of the module docstring), as :meth:`PGPG.fit`
-    matches them. Returns a dict of N rows: ``image_id``, ``gt_id`` (lists); ``keypoints`` float64
-    [N, 17, 3] (zeros for a person without keypoints); ``has_torso`` bool [N]; ``gt_xywh`` [N, 4];
-    ``det_xyxy`` [N, 4] px; ``det_score`` [N]; ``iou`` [N]; ``offsets`` [N, 4] normalized."""
-    persons, dets = _persons_and_dets(gt, detections, image_ids)
-    return _match(persons, dets, score_thresh, iou_thresh)
-
-
-def _persons_and_dets(gt, detections, image_ids):
-    """The parsed GT persons (of ``image_ids`` when given) and detections, as fit and matched_pairs read them."""
-    gt = _load_gt(gt)
-    persons = _parse_gt(gt)
-    if image_ids is not None:
-        keep = set(image_ids)
-        persons = {k: v for k, v in persons.items() if k in keep}
-    return persons, _parse_dets(detections, _person_category(gt))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -424,7 +159,7 @@ def _fit_mixture(x: np.ndarray, max_components: int, min_samples_per_component: 
 # the model
 
 class PGPG:
-    """A fitted pose-guided proposals generator (see the module docstring for every convention).
+    """A fitted pose-guided proposals generator (see this module's docstring for every convention).
 
     Attributes: ``atoms`` float64 [K, 17, 2] torso-aligned atomic poses (k-means centres);
     ``joint_mean`` float64 [17, 2] aligned positions given to unlabelled joints; ``mixtures`` one
@@ -703,70 +438,11 @@ class PGPG:
     # ---------------------------------------------------------------- figure
     def plot(self, path: PathLike, atoms: Optional[Sequence[int]] = None, cols: int = 4) -> None:
         """Paper Figure 5: each atomic pose beside the marginal offset densities of its mixture (lines)
-        over the histogram of its fitted offsets; written as a PNG (matplotlib Agg), atomically."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        over the histogram of its fitted offsets; written as a PNG (matplotlib Agg), atomically
+        (:func:`rmpe.pgpg.plot.plot_pgpg`)."""
+        from .plot import plot_pgpg
 
-        atoms = list(range(self.n_atoms)) if atoms is None else [int(a) for a in atoms]
-        rows = (len(atoms) + cols - 1) // cols
-        fig, axes = plt.subplots(rows, 2 * cols, figsize=(3.3 * cols * 2 * 0.8, 3.0 * rows + 0.4),
-                                 gridspec_kw=dict(width_ratios=[1, 1.5] * cols), squeeze=False)
-        names = ("left x1", "top y1", "right x2", "bottom y2")
-        colors = ("tab:blue", "tab:orange", "tab:green", "tab:red")
-        grid = np.linspace(-0.4, 0.4, 321)
-        for i in range(rows * cols):
-            axp, axd = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
-            if i >= len(atoms):
-                axp.axis("off")
-                axd.axis("off")
-                continue
-            a = atoms[i]
-            pose = self.atoms[a]
-            for j, k in COCO_SKELETON:
-                side = "tab:purple" if j % 2 and k % 2 else "tab:brown" if j and k and not j % 2 and not k % 2 else "0.5"
-                axp.plot(pose[[j, k], 0], pose[[j, k], 1], "-", color=side, lw=2)
-            axp.plot(pose[:, 0], pose[:, 1], "o", color="0.1", ms=2.5)
-            plo, phi = pose.min(0), pose.max(0)
-            half = max(phi[0] - plo[0], phi[1] - plo[1]) / 2 + 0.25
-            mid = (plo + phi) / 2
-            axp.set_xlim(mid[0] - half, mid[0] + half)
-            axp.set_ylim(mid[1] + half, mid[1] - half)  # image y points down
-            axp.set_aspect("equal")
-            axp.set_xticks([])
-            axp.set_yticks([])
-            if self.atom_uses_pooled[a]:
-                tag = f"pooled mixture ({self.pooled.n_components} comp.)"
-            else:
-                lam = self.settings.get("atom_own_weight", [1.0] * self.n_atoms)[a]
-                k = self.settings.get("atom_own_components", [0] * self.n_atoms)[a]
-                tag = f"{k} comp., weight {lam:.2f} (+ pooled)"
-            axp.set_title(f"atom {a}: {self.atom_counts[a]} persons", fontsize=9)
-            mix = self.mixtures[a]
-            x = self.train_offsets[self.train_atoms == a]
-            for d in range(4):
-                if len(x):
-                    axd.hist(x[:, d], bins=np.linspace(-0.4, 0.4, 33), density=True, alpha=0.18, color=colors[d])
-                var = mix.covariances[:, d, d]
-                dens = (mix.weights[:, None] * np.exp(-0.5 * (grid[None] - mix.means[:, d, None]) ** 2 / var[:, None])
-                        / np.sqrt(2 * np.pi * var[:, None])).sum(0)
-                axd.plot(grid, dens, color=colors[d], lw=1.6, label=names[d])
-            axd.axvline(0, color="0.5", lw=0.6)
-            axd.set_title(tag, fontsize=9)
-            axd.set_xlabel("offset / GT side", fontsize=8)
-            axd.tick_params(labelsize=7)
-            axd.set_yticks([])
-            if i == 0:
-                axd.legend(fontsize=7, loc="upper left", frameon=False)
-        st = self.settings
-        fig.suptitle(f"PGPG atomic poses (torso-aligned; purple left, brown right) and the offsets of detected boxes "
-                     f"from GT boxes, per side / GT side: mixture density (lines) over the fitted offsets (bars)\n"
-                     f"({st.get('n_offsets', len(self.train_offsets))} matched persons, score >= {st.get('score_thresh')}, "
-                     f"IoU >= {st.get('iou_thresh')})", fontsize=11)
-        fig.tight_layout(rect=(0, 0, 1, 0.92))
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
+        plot_pgpg(self, path, atoms, cols)
 
 
 def _check_n_rng(n: Any, rng: Any) -> None:
@@ -774,37 +450,6 @@ def _check_n_rng(n: Any, rng: Any) -> None:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
-
-
-def _align(kp: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    t = _torso(kp)
-    if t is None:
-        return None
-    centre, length = t
-    lab = kp[:, 2] > 0
-    xy = (kp[:, :2] - centre) / length
-    xy[~lab] = np.nan
-    return xy, lab
-
-
-def _impute(aligned: Tuple[np.ndarray, np.ndarray], joint_mean: np.ndarray) -> np.ndarray:
-    xy, lab = aligned
-    return np.where(lab[:, None], xy, joint_mean).reshape(-1)
-
-
-def _nearest(atoms: np.ndarray, feat: np.ndarray) -> int:
-    d = ((atoms.reshape(len(atoms), -1) - feat[None]) ** 2).sum(1)
-    return int(np.argmin(d))
-
-
-def _iou_xyxy_vs_xywh(boxes_xyxy: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of boxes [N, 4] xyxy with gt [N, 4] xywh -> [N]."""
-    g = np.concatenate([gt_xywh[:, :2], gt_xywh[:, :2] + gt_xywh[:, 2:]], axis=1)
-    lo = np.maximum(boxes_xyxy[:, :2], g[:, :2])
-    hi = np.minimum(boxes_xyxy[:, 2:], g[:, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(1)
-    area = lambda b: np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    return inter / (area(boxes_xyxy) + area(g) - inter)
 
 
 def cross_validate(gt: Union[PathLike, Dict[str, Any]], detections: Union[PathLike, Sequence[Dict[str, Any]]],

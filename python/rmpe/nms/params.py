@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from rmpe_ext.ops import AlphaPoseNMSParams, OKSNMSParams, PaperNMSParams
 
-from .io import read_json, write_json
+from ..io import read_json, write_json
 
 __all__ = ["METHODS", "SoftOKSNMSParams", "make_params", "params_to_json", "load_params", "save_params"]
 

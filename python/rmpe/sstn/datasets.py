@@ -23,7 +23,7 @@ Gaussian (peak 1, ``sigma`` heatmap pixels) and weight 1; other joints a zero ma
   centre-located targets.
 * ``theta_star [N, 2, 3]``: the normalized map from that GT-box crop to the proposal, i.e. the theta an
   ideal STN would predict; ``theta_star[:, :, 2]`` is the GT box centre in normalized proposal
-  coordinates (see :func:`rmpe.sstn.centre_displacement`).
+  coordinates (see :func:`rmpe.sstn.model.centre_displacement`).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def load_persons(coco_json, images_dir, min_keypoints: int = 1, image_ids: Optio
     """The non-crowd persons of a COCO keypoint file with at least ``min_keypoints`` labelled joints and
     a box whose sides are at least ``min_box_side`` px, from images present in ``images_dir``
     (``image_ids`` narrows them), in file order. Missing fields raise naming the annotation."""
-    from .io import check_coco, read_json
+    from ..coco import check_coco
+    from ..io import read_json
 
     gt = read_json(coco_json, "COCO keypoint file")
     if not isinstance(gt, dict) or "images" not in gt or "annotations" not in gt:
@@ -273,7 +274,7 @@ def crops_from_boxes(persons: Sequence[Person], frames: Dict[str, Tensor], boxes
 def make_crops(persons: Sequence[Person], frames: Dict[str, Tensor], augmenter, boxes_per_person: int,
                rng: np.random.Generator, **kwargs) -> CropSet:
     """``boxes_per_person`` proposals per person from ``augmenter.sample_boxes(keypoints, gt_box_xywh, n,
-    rng)`` (see :mod:`rmpe.augment`), cropped with :func:`crops_from_boxes` (``kwargs`` go there)."""
+    rng)`` (see :mod:`rmpe.sstn.augment`), cropped with :func:`crops_from_boxes` (``kwargs`` go there)."""
     if not persons:
         raise ValueError("persons is empty")
     boxes, index = [], []
@@ -302,7 +303,7 @@ def flip_crops(crops: CropSet) -> CropSet:
     decoding a flipped map still gives image pixels; ``keypoints`` permuted like the channels (channel k
     of the mirror shows the person's joint ``perm[k]``). Boxes, GT boxes and ids are unchanged."""
     if not isinstance(crops, CropSet):
-        raise ValueError(f"crops must be an rmpe.datasets.CropSet, got {type(crops).__name__}")
+        raise ValueError(f"crops must be an rmpe.sstn.datasets.CropSet, got {type(crops).__name__}")
     k = crops.target.shape[1]
     perm = _flip_permutation(k)
     star = crops.theta_star.clone()
@@ -321,7 +322,7 @@ class ResampledCrops:
     """A training set that changes every epoch: ``crops = ResampledCrops(persons, frames, augmenter,
     boxes_per_person, seed)(epoch)`` draws ``boxes_per_person`` new boxes per person with
     ``numpy.random.default_rng([seed, epoch])`` (:func:`make_crops`; ``kwargs`` go there), so the crops
-    are a deterministic function of (seed, epoch) and a resumed :class:`rmpe.train.Trainer` sees the same
+    are a deterministic function of (seed, epoch) and a resumed :class:`rmpe.sstn.trainer.Trainer` sees the same
     ones. ``flip``: each crop is mirrored (:func:`flip_crops`) with probability 1/2, from the same
     generator. The last epoch's set is cached."""
 
@@ -358,8 +359,8 @@ def detector_boxes(persons: Sequence[Person], detections, iou_thresh: float = 0.
     detections (score ``>= score_thresh``; a COCO result list or its path) to the GT boxes of
     ``persons`` (``rmpe.pgpg.match_detections``). Returns ``(boxes [M, 4] xyxy float64, person_index [M])``
     for the matched persons (IoU ``>= iou_thresh``), in person order."""
-    from .io import read_json
-    from .pgpg import match_detections
+    from ..io import read_json
+    from ..pgpg import match_detections
 
     dets = read_json(detections, "detections file") if isinstance(detections, (str, os.PathLike)) else detections
     by_image: Dict[int, list] = {}
