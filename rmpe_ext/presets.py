@@ -7,18 +7,19 @@
 * The paper (RMPE section 4.1): extend the box by 30% in height and in width,
   then stretch it to the input.
 
-Both return the pixel theta (crop pixel -> image pixel) that the crop kernels take.
+Both return the pixel theta (crop pixel -> image pixel) that the crop kernels take. AlphaPose's
+back-projection of heatmaps into the image for its crop boxes, :func:`crop_box_heatmap_theta`, lives
+beside the other maps in :mod:`rmpe_ext.ops.affine` (``heatmap_decode`` uses it) and is re-exported here.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .ops.affine import boxes_to_theta
+from .ops.affine import boxes_to_theta, crop_box_heatmap_theta
 
 __all__ = ["alphapose_crop_boxes", "alphapose_affine", "cv2_inverse_map", "alphapose_crop_theta", "paper_crop_theta",
            "crop_box_heatmap_theta"]
@@ -104,24 +105,3 @@ def paper_crop_theta(boxes, input_size: Sequence[int], extend: float = 0.3) -> T
     """Pixel theta [N, 2, 3] of the paper's crops: each box extended by ``extend``
     (30%) in width and height, stretched to ``input_size = (h, w)``."""
     return boxes_to_theta(_as_boxes(boxes), input_size, scale=1.0 + extend, keep_aspect=False)
-
-
-def crop_box_heatmap_theta(crop_boxes, heatmap_size: Sequence[int]) -> Tensor:
-    """AlphaPose's back-projection of heatmap pixels into the image for crop boxes
-    [N, 4] (the boxes ``crop_persons`` returns): isotropic, scaled by the box width,
-    ``x = cx + (u - hw / 2) * bw / hw``, ``y = cy + (v - hh / 2) * bw / hw``.
-    Returns the float64 map [N, 2, 3] (on the boxes' device)."""
-    b = torch.as_tensor(crop_boxes, dtype=torch.float64)
-    if b.dim() == 1:
-        b = b.unsqueeze(0)
-    # the map is linear in (x1, y1, x2, y2): one product builds all of them
-    return (b @ _box_map_matrix(int(heatmap_size[0]), int(heatmap_size[1]), b.device)).view(-1, 2, 3)
-
-
-@functools.lru_cache(maxsize=64)
-def _box_map_matrix(hh: int, hw: int, device: torch.device) -> Tensor:
-    """[4, 6]: (x1, y1, x2, y2) -> the row-major 2x3 map of crop_box_heatmap_theta."""
-    return torch.tensor([[-1 / hw, 0, 1, 0, -1 / hw, 0.5 * hh / hw],
-                         [0, 0, 0, 0, 0, 0.5],
-                         [1 / hw, 0, 0, 0, 1 / hw, -0.5 * hh / hw],
-                         [0, 0, 0, 0, 0, 0.5]], dtype=torch.float64, device=device)

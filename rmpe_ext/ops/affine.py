@@ -18,6 +18,7 @@ differentiable in the input and in theta (gradients reduced inside the kernel).
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -34,6 +35,7 @@ __all__ = [
     "pixel_to_normalized_theta",
     "boxes_to_theta",
     "heatmap_theta",
+    "crop_box_heatmap_theta",
     "heatmap_decode",
     "soft_argmax",
 ]
@@ -193,6 +195,27 @@ def heatmap_theta(theta_px: Tensor, crop_size: Sequence[int], heatmap_size: Sequ
     return theta_px * s
 
 
+def crop_box_heatmap_theta(crop_boxes, heatmap_size: Sequence[int]) -> Tensor:
+    """AlphaPose's back-projection of heatmap pixels into the image for crop boxes
+    [N, 4] (the boxes ``crop_persons`` returns): isotropic, scaled by the box width,
+    ``x = cx + (u - hw / 2) * bw / hw``, ``y = cy + (v - hh / 2) * bw / hw``.
+    Returns the float64 map [N, 2, 3] (on the boxes' device)."""
+    b = torch.as_tensor(crop_boxes, dtype=torch.float64)
+    if b.dim() == 1:
+        b = b.unsqueeze(0)
+    # the map is linear in (x1, y1, x2, y2): one product builds all of them
+    return (b @ _box_map_matrix(int(heatmap_size[0]), int(heatmap_size[1]), b.device)).view(-1, 2, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_map_matrix(hh: int, hw: int, device: torch.device) -> Tensor:
+    """[4, 6]: (x1, y1, x2, y2) -> the row-major 2x3 map of crop_box_heatmap_theta."""
+    return torch.tensor([[-1 / hw, 0, 1, 0, -1 / hw, 0.5 * hh / hw],
+                         [0, 0, 0, 0, 0, 0.5],
+                         [1 / hw, 0, 0, 0, 1 / hw, -0.5 * hh / hw],
+                         [0, 0, 0, 0, 0, 0.5]], dtype=torch.float64, device=device)
+
+
 # ------------------------------------------------------------------ sampler
 
 
@@ -324,8 +347,6 @@ def heatmap_decode(heatmaps: Tensor, hm_to_img: Tensor, refine: str = "quarter")
     peaks, scores = torch.ops.rmpe_ext.heatmap_decode(heatmaps, eye, False)
     refined = _dark(heatmaps, peaks)
     if hm_to_img.dim() == 2:  # crop boxes: their maps
-        from ..presets import crop_box_heatmap_theta
-
         hm_to_img = crop_box_heatmap_theta(hm_to_img, heatmaps.shape[2:])
     return _apply(hm_to_img.to(refined.dtype), refined), scores
 
