@@ -7,6 +7,7 @@
     rmpe.coco      COCO I/O: ground truth, results, proposal files
     rmpe.evaluate  the COCO keypoint evaluator (pycocotools, prepared once, OKS cached)
     rmpe.io        generic file helpers: atomic writes, output-path checks, JSON
+    rmpe.distributed  scale-out on torch.distributed (torchrun): process group, sharding, gathering
     python -m rmpe ...  the command line (``rmpe --help``; one module per command in rmpe.commands)
 
 This package imports rmpe_ext; rmpe_ext never imports it.
