@@ -144,5 +144,9 @@ setup(
         "blazepose": ["ai-edge-litert"],
         # rmpe.pipeline.models.BlazePoseTorch: the same model rebuilt in torch from the .tflite (a flatbuffer parser)
         "blazepose-torch": ["tflite"],
+        # rmpe.pipeline.detectors: `--detector torchvision:<arch>` (a torchvision built for this torch) and
+        # `--detector yolo:<model file>`; each is imported only when that detector is asked for
+        "torchvision": ["torchvision"],
+        "yolo": ["ultralytics"],
     },
 )

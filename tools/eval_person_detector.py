@@ -19,6 +19,11 @@ Run from the repository root. The figures of the README's "Person detectors" cam
         --images ../shared/data/coco_mini/val2017 \\
         --detections ../shared/data/coco_mini/COCO_val2017_detections_AP_H_56_person_cocomini.json \\
         --subset ../shared/data/coco_mini/COCO_val2017_detections_AP_H_56_person_cocomini.json --keypoints
+
+and the BlazePose detector's ``body_width`` was chosen on the other images of that set (train2017) with
+
+    python tools/eval_person_detector.py --gt ../shared/data/coco_mini/person_keypoints_train2017_cocomini.json \
+        --images ../shared/data/coco_mini/train2017 --body-widths 0.3,0.4,0.5,0.6,0.8,1.0
 """
 import argparse
 import contextlib
@@ -63,6 +68,9 @@ def main(argv=None):
     ap.add_argument("--nms", default="oks", help="the pipeline's pose NMS with --keypoints (default: oks)")
     ap.add_argument("--threads", type=int, default=1, help="torch/LiteRT threads (default: 1)")
     ap.add_argument("--out", default=None, help="folder for boxes.json and the pipeline's results")
+    ap.add_argument("--body-widths", default=None, metavar="W,W,...",
+                    help="only the BlazePose detector's box AP for each of these body_width values (and the "
+                         "'square' rule): how its default was chosen")
     args = ap.parse_args(argv)
 
     import torch
@@ -82,6 +90,19 @@ def main(argv=None):
             subset = sorted({int(r["image_id"]) for r in json.load(f)})
     frames = {im["id"]: load_image(os.path.join(args.images, im["file_name"])) for im in images}
 
+    if args.body_widths:
+        from rmpe.pipeline.detectors import BlazePoseDetector
+
+        rules = [("square", None)] + [("body", float(w)) for w in args.body_widths.split(",")]
+        for rule, w in rules:
+            det = BlazePoseDetector(box=rule, **({} if w is None else {"body_width": w}))
+            res = [{"image_id": int(i), "category_id": 1, "score": float(s),
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+                   for i in all_ids for fb in [det(frames[i])] for b, s in zip(fb.boxes.tolist(), fb.scores.tolist())]
+            a, a50, ar = coco_eval(gt, res, "bbox")
+            print(f"box={rule:6s} body_width={'-' if w is None else w:<5} {len(all_ids)} images {len(res):4d} boxes: "
+                  f"box AP {a:.3f}, AP50 {a50:.3f}, AR@100 {ar:.3f}", flush=True)
+        return 0
     detector = make_detector(args.detector)
     t0 = time.perf_counter()
     per_image = {i: detector(frames[i]) for i in all_ids}
