@@ -173,3 +173,25 @@ def test_unknown_files_give_one_line(tmp_path):
         load_pose_model(tmp_path)
     with pytest.raises(ValueError, match="model must be one of"):
         load_pose_model("")
+
+
+def test_rmpe_run_with_a_train_checkpoint(checkpoint, tmp_path, capsys):
+    """`rmpe train` -> `rmpe run --model last.pt` (the command line): poses written; a file that is no model is
+    one line on stderr, exit 2, nothing written."""
+    from rmpe import cli
+
+    out = tmp_path / "res.json"
+    dets = COCO4 / "test_coco_det_AP_H_56.json"
+    assert cli.main(["run", str(COCO4), str(dets), "--model", str(checkpoint), "-o", str(out), "--threads", "1",
+                     "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res and {r["image_id"] for r in res} <= {785, 40083, 196141, 197388}
+    assert all(len(r["keypoints"]) == 51 and np.isfinite(r["keypoints"]).all() for r in res)
+    capsys.readouterr()
+    junk = tmp_path / "junk.pt"
+    torch.save({"weights": torch.zeros(2)}, junk)
+    out2 = tmp_path / "res2.json"
+    assert cli.main(["run", str(COCO4), str(dets), "--model", str(junk), "-o", str(out2), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "junk.pt" in err[0] and "not a model rmpe can load" in err[0]
+    assert not out2.exists()
