@@ -175,7 +175,7 @@ def test_two_outputs_on_one_path(tmp_path, capsys):
 def test_output_parents_are_still_created(tmp_path, capsys):
     """The check does not forbid what worked: a missing parent folder is created at the write."""
     out = tmp_path / "new" / "deeper" / "kept.json"
-    assert main(["nms", PROPOSALS, "-o", str(out), "--method", "oks"]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(out), "--nms", "oks"]) == 0
     assert json.loads(out.read_text())
     assert _listing(tmp_path / "new") == ["deeper", "deeper/kept.json"]
 
@@ -222,7 +222,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_sigterm_while_writing_leaves_no_temporary(tmp_path):
     out = tmp_path / "kept.json"
-    p = subprocess.run([sys.executable, "-c", _SIGTERM_CHILD, "nms", PROPOSALS, "-o", str(out), "--method", "oks"],
+    p = subprocess.run([sys.executable, "-c", _SIGTERM_CHILD, "nms", PROPOSALS, "-o", str(out), "--nms", "oks"],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     # was: killed by the signal (-15) with .kept.json.XXXX.tmp left beside the output
@@ -233,7 +233,7 @@ def test_sigterm_while_writing_leaves_no_temporary(tmp_path):
 
 def test_sigterm_handler_is_restored(tmp_path, capsys):
     before = signal.getsignal(signal.SIGTERM)
-    assert main(["nms", PROPOSALS, "-o", str(tmp_path / "k.json"), "--method", "oks"]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(tmp_path / "k.json"), "--nms", "oks"]) == 0
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -242,7 +242,7 @@ def test_sigterm_handler_is_restored(tmp_path, capsys):
 def test_params_file_with_a_non_numeric_value(tmp_path, capsys, w):
     # was: a torch cast error ("Expected a value of type 'List[float]'"), traceback, exit 1
     p = w("p.json", {"method": "paper", "params": {"eta": "abc"}})
-    fails(capsys, ["nms", PROPOSALS, "-o", str(tmp_path / "o.json"), "--params", p],
+    fails(capsys, ["nms", PROPOSALS, "-o", str(tmp_path / "o.json"), "--nms-params", p],
           "NMS parameters file", "p.json", "'eta' must be a number, got 'abc'", folder=tmp_path)
     fails(capsys, ["tune-nms", PROPOSALS, GT, "-o", str(tmp_path / "o.json"), "--start", p, "--quiet"],
           "p.json", "'eta' must be a number", folder=tmp_path)
@@ -316,13 +316,13 @@ def test_params_file_values(tmp_path, capsys, w):
     ]
     for n, (doc, match) in enumerate(cases):
         p = w(f"p{n}.json", doc)
-        fails(capsys, ["nms", PROPOSALS, "-o", out, "--params", p], f"p{n}.json", match, folder=tmp_path)
+        fails(capsys, ["nms", PROPOSALS, "-o", out, "--nms-params", p], f"p{n}.json", match, folder=tmp_path)
     p = w("start.json", {"method": "paper", "params": {"sigma1": 0}})
     fails(capsys, ["tune-nms", PROPOSALS, GT, "-o", out, "--start", p, "--quiet"], "start.json",
           "sigma1 must be > 0", folder=tmp_path)
     # sigmas for another joint count than the proposals' (was the kernel's RuntimeError)
     p = w("s.json", {"method": "oks", "params": {"sigmas": [0.05] * 16}})
-    fails(capsys, ["nms", PROPOSALS, "-o", out, "--params", p], "16 sigmas", "17 joints", folder=tmp_path)
+    fails(capsys, ["nms", PROPOSALS, "-o", out, "--nms-params", p], "16 sigmas", "17 joints", folder=tmp_path)
 
 
 def test_proposals_field_types(tmp_path, capsys, w, records):
@@ -395,7 +395,7 @@ def test_run_inputs(tmp_path, capsys, w, gt4):
     det = {"image_id": 785, "bbox": [1, 2, 30, 40], "score": 0.9}
     # an image id that is not an integer was read as 785
     fails(capsys, run + [w("d1.json", [dict(det, image_id=785.5)]), "-o", out], "d1.json",
-          "record 0: 'image_id' must be a 64-bit integer, got 785.5", folder=tmp_path)
+          "record 0: 'image_id' must be a 64-bit integer or a file name, got 785.5", folder=tmp_path)
     # --images-json holding a list (was: TypeError traceback), an id that is not a number
     fails(capsys, run + [DETS, "-o", out, "--images-json", w("ij.json", [])], "ij.json", "'images' list",
           folder=tmp_path)
@@ -444,6 +444,51 @@ def test_run_flags(tmp_path, capsys):
     fails(capsys, run + [DETS, "-o", out, "--input-size", "100000", "100000"], "--input-size", "at most",
           folder=tmp_path)
     fails(capsys, run + [DETS, "-o", out, "--threads", "100000000"], "--threads", "at most", folder=tmp_path)
+
+
+def test_run_media_flags(tmp_path, capsys):
+    """The flags of sources, outputs, tracking and detectors: one line, exit 2, nothing written."""
+    out = str(tmp_path / "o.json")
+    run = ["run", str(COCO4)]
+    cases = [
+        (run + [DETS, "-o", out, "--fps", "0"], ("--fps must be a positive number",)),
+        (run + [DETS, "-o", out, "--fps", "nan"], ("--fps must be a positive number",)),
+        (run + [DETS, "--save-video", str(tmp_path / "v.gif")], ("--save-video", "extension must be one of")),
+        (run + [DETS, "-o", out, "--track-min-similarity", "2"], ("--track-min-similarity must be in [0, 1]",)),
+        (run + [DETS, "-o", out, "--track-min-similarity", "nan"], ("--track-min-similarity must be in [0, 1]",)),
+        (run + [DETS, "-o", out, "--track-max-age", "-1"], ("--track-max-age must be at least 0",)),
+        (run + [DETS, "-o", out, "--queue-size", "0"], ("--queue-size must be at least 1",)),
+        (run + [DETS, "-o", out, "--max-frames", "0"], ("--max-frames must be at least 1",)),
+        (run + [DETS, "-o", out, "--input-size", "128", "96"], ("--input-size applies to TorchScript",)),
+        (run + [DETS, "-o", out, "--model", "blazepose-torch", "--sigmoid"], ("--sigmoid applies to TorchScript",)),
+        (run + [DETS, "-o", out, "--draw-kp-thresh", "nan"], ("--draw-kp-thresh must be a number",)),
+        (run + [DETS, "-o", out, "--detector", DETS], ("either as DETECTIONS.json or as --detector",)),
+        (run + ["-o", out, "--detector", "frcnn"], ("detector must be one of",)),
+        (run + ["-o", out, "--detector", "torchvision:not_a_model"], ("torchvision architecture must be one of",)),
+        (run + [DETS, "-o", out, "--nms", "soft-oks", "--nms-score", "joints"], ("--nms-score must be 'rank'",)),
+        (["run", str(tmp_path / "missing.mp4"), DETS, "-o", out], ("missing.mp4", "does not exist")),
+        (["run", str(tmp_path), DETS, "-o", out], ("holds no images",)),
+        (["nms", PROPOSALS, "-o", out, "--method", "oks"], ("--method is now --nms",)),
+        (["nms", PROPOSALS, "-o", out, "--params", "tuned"], ("--params is now --nms-params",)),
+        (["tune-nms", PROPOSALS, GT, "-o", out, "--rank", "box"], ("--rank is now --nms-rank",)),
+        (["eval", PROPOSALS], ("give the ground truth once",)),
+        (["eval", PROPOSALS, GT, "--gt", GT], ("give the ground truth once",)),
+    ]
+    for argv, match in cases:
+        fails(capsys, argv, *match, folder=tmp_path)
+    fake = tmp_path / "clip.mp4"
+    fake.write_bytes(b"not a video")
+    fails(capsys, ["run", str(fake), DETS, "-o", out], "could not be opened", folder=tmp_path)
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "real.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        vw.write(np.zeros((48, 64, 3), np.uint8))
+    vw.release()
+    fails(capsys, ["run", str(clip), DETS, "-o", out, "--gt", GT], "--gt scores images named by COCO ids",
+          folder=tmp_path)
 
 
 def test_train_flags(capsys):

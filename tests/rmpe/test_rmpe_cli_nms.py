@@ -55,7 +55,7 @@ def pycoco_stats(gt_path, results, image_ids=None):
 
 
 def expected_nms(records, method):
-    """What ``rmpe nms --method METHOD`` must write, computed without rmpe: ``(image_id, keypoints [K, 3],
+    """What ``rmpe nms --nms METHOD`` must write, computed without rmpe: ``(image_id, keypoints [K, 3],
     score, det_bbox, det_score)`` of each kept pose, images in order of first appearance, picks in order.
     The command's defaults: paper/oks/soft-oks rank by the proposal's score and write it (soft-oks: its
     decayed value), merging off; alphapose is AlphaPose's pose_nms with its final score."""
@@ -123,7 +123,7 @@ def writer(folder):
 @pytest.mark.parametrize("method", ["paper", "alphapose", "oks", "soft-oks"])
 def test_nms_end_to_end(tmp_path, capsys, method, records):
     out = tmp_path / "kept.json"
-    assert main(["nms", PROPOSALS, "-o", str(out), "--method", method, "--gt", GT]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(out), "--nms", method, "--gt", GT]) == 0
     text = capsys.readouterr().out
     results = json.loads(out.read_text())
     assert f"kept {len(results)} of 413 poses on 12 images" in text
@@ -139,20 +139,20 @@ def test_nms_end_to_end(tmp_path, capsys, method, records):
     assert f"{ap:.4f} after" in text
     assert f"{pycoco_stats(GT, records)['AP']:.4f} before" in text
     # the output is again a proposals file
-    assert main(["nms", str(out), "-o", str(tmp_path / "again.json"), "--method", method]) == 0
+    assert main(["nms", str(out), "-o", str(tmp_path / "again.json"), "--nms", method]) == 0
 
 
 def test_nms_with_a_parameters_file(tmp_path, capsys):
     out = tmp_path / "kept.json"
-    assert main(["nms", PROPOSALS, "-o", str(out), "--params", "tuned", "--method", "paper", "--gt", GT]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(out), "--nms-params", "tuned", "--nms", "paper", "--gt", GT]) == 0
     text = capsys.readouterr().out
     from rmpe.nms.search import tuned_params_path
     meta = json.load(open(tuned_params_path("paper")))["meta"]
     assert f"{meta['ap']:.4f} after" in text
     assert f"rank: {meta['scoring']['rank']}, score: {meta['scoring']['output']}" in text
     # --score overrides the file's
-    assert main(["nms", PROPOSALS, "-o", str(out), "--params", tuned_params_path("paper"),
-                 "--score", "proposal"]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(out), "--nms-params", tuned_params_path("paper"),
+                 "--nms-score", "proposal"]) == 0
     assert "score: proposal" in capsys.readouterr().out
 
 
@@ -178,20 +178,20 @@ def test_nms_bad_input(tmp_path, capsys, records):
                   tmp_path, out)
     # a parameters file for another method, a broken one
     p = write("p.json", {"method": "alphapose", "params": {}})
-    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--method", "paper", "--params", p],
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--nms", "paper", "--nms-params", p],
                   "is for 'alphapose'", tmp_path, out)
     p = write("q.json", {"method": "paper", "params": {"gamma": 3}})
-    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--params", p], "unknown paper NMS parameter",
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--nms-params", p], "unknown paper NMS parameter",
                   tmp_path, out)
-    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--method", "soft-oks", "--score", "joints"],
-                  "--score must be 'rank'", tmp_path, out)
+    fails_cleanly(capsys, ["nms", PROPOSALS, "-o", str(out), "--nms", "soft-oks", "--nms-score", "joints"],
+                  "--nms-score must be 'rank'", tmp_path, out)
 
 
 # ------------------------------------------------------------------ rmpe tune-nms
 
 def test_tune_nms_end_to_end(tmp_path, capsys):
     out = tmp_path / "params.json"
-    argv = ["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "paper", "--max-rounds", "1", "--grid", "3",
+    argv = ["tune-nms", PROPOSALS, GT, "-o", str(out), "--nms", "paper", "--max-rounds", "1", "--grid", "3",
             "--refine", "0", "--quiet"]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -203,7 +203,7 @@ def test_tune_nms_end_to_end(tmp_path, capsys):
     assert f"wrote {out}" in text
     # the file reproduces the AP it claims, through rmpe nms
     kept = tmp_path / "kept.json"
-    assert main(["nms", PROPOSALS, "-o", str(kept), "--params", str(out)]) == 0
+    assert main(["nms", PROPOSALS, "-o", str(kept), "--nms-params", str(out)]) == 0
     assert pycoco_stats(GT, json.loads(kept.read_text()))["AP"] == pytest.approx(meta["ap"], abs=1e-12)
     # starting from it, a further round cannot lose AP
     out2 = tmp_path / "params2.json"
@@ -213,7 +213,7 @@ def test_tune_nms_end_to_end(tmp_path, capsys):
 
 def test_tune_nms_prints_what_changed(tmp_path, capsys):
     out = tmp_path / "params.json"
-    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "oks", "--max-rounds", "1", "--grid", "3",
+    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--nms", "oks", "--max-rounds", "1", "--grid", "3",
                  "--refine", "0", "--quiet"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tuned: "))
     _, params = load_params(out)
@@ -226,8 +226,8 @@ def test_tune_nms_prints_what_changed(tmp_path, capsys):
 def test_tune_nms_on_some_images(tmp_path, capsys):
     ids = sorted({r["image_id"] for r in json.load(gzip.open(PROPOSALS, "rt"))})[:4]
     out = tmp_path / "params.json"
-    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--method", "oks", "--images",
-                 ",".join(map(str, ids)), "--max-rounds", "1", "--quiet", "--rank", "box", "--score", "joints"]) == 0
+    assert main(["tune-nms", PROPOSALS, GT, "-o", str(out), "--nms", "oks", "--images",
+                 ",".join(map(str, ids)), "--max-rounds", "1", "--quiet", "--nms-rank", "box", "--nms-score", "joints"]) == 0
     doc = json.loads(out.read_text())
     meta = doc["meta"]
     assert meta["tuned_on_image_ids"] == ids and meta["num_images"] == 4
@@ -236,7 +236,7 @@ def test_tune_nms_on_some_images(tmp_path, capsys):
     sub = tmp_path / "sub.json"
     sub.write_text(json.dumps([r for r in json.load(gzip.open(PROPOSALS, "rt")) if r["image_id"] in ids]))
     kept = tmp_path / "kept.json"
-    assert main(["nms", str(sub), "-o", str(kept), "--params", str(out)]) == 0
+    assert main(["nms", str(sub), "-o", str(kept), "--nms-params", str(out)]) == 0
     assert pycoco_stats(GT, json.loads(kept.read_text()), image_ids=ids)["AP"] == pytest.approx(meta["ap"], abs=1e-12)
 
 
@@ -268,14 +268,14 @@ def test_eval_table_and_json(tmp_path, capsys, records):
     expected = pycoco_stats(GT, records)
     assert main(["eval", str(res), GT]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "413 results on 12 images"
+    assert lines[0].startswith("413 results on 12 of the 12 images of the ground truth (the images the results name"), lines[0]
     table = {ln.split()[0]: float(ln.split()[1]) for ln in lines[1:]}
     assert list(table) == list(STAT_NAMES)
     for k in STAT_NAMES:
         assert table[k] == pytest.approx(expected[k], abs=5e-5)
     assert main(["eval", str(res), GT, "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert got == {**{k: expected[k] for k in STAT_NAMES}, "n_results": 413}
+    assert got == {**{k: expected[k] for k in STAT_NAMES}, "n_results": 413, "n_images": 12}
 
 
 def test_eval_bad_input(tmp_path, capsys, records):

@@ -2,24 +2,25 @@
 
 Two parameters at a time with the others fixed, on 2-D grids refined when a round stops improving (the
 paper's scheme, ``rmpe.nms.search.tune_nms``), and the merge flag; the ranking/score choice is set by
-``--rank``/``--score`` (searched only with ``--search-scoring``). Writes an NMS parameters file
-(``rmpe.nms.params``) whose ``meta`` holds the scoring, the AP and how it was found; ``rmpe nms --params``
-reads it (``rmpe run --nms-params`` reads its parameters).
+``--nms-rank``/``--nms-score`` (searched only with ``--search-scoring``). Writes an NMS parameters file
+(``rmpe.nms.params``) whose ``meta`` holds the scoring, the AP and how it was found; ``rmpe nms
+--nms-params`` and ``rmpe run --nms-params`` read it. The NMS flags are ``rmpe run``'s.
 """
 from __future__ import annotations
-
-from .nms import METHODS, OUTPUTS, RANKS
 
 MAX_GRID = 101  # grid points per parameter: a round evaluates grid^2 points per pair
 
 
 def register(sub) -> None:
+    from . import add_nms_flags
+
     p = sub.add_parser("tune-nms", help="search pose-NMS parameters for COCO keypoint AP",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("proposals", metavar="PROPOSALS.json", help="pre-NMS COCO keypoint results with det_bbox")
     p.add_argument("gt", metavar="GT.json", help="COCO keypoint ground truth of those images")
     p.add_argument("-o", "--output", required=True, metavar="PARAMS.json", help="where to write the parameters")
-    p.add_argument("--method", choices=METHODS, default="paper", help="NMS formulation (default: paper)")
+    add_nms_flags(p, "default: paper", params=False, default_method="paper",
+                  scoring_default="--start's, else the proposal's score, written as the ranking score")
     p.add_argument("--start", default=None, metavar="FILE",
                    help="start from this parameters file (default: the method's defaults)")
     p.add_argument("--names", default=None, metavar="A,B,...",
@@ -29,10 +30,6 @@ def register(sub) -> None:
     p.add_argument("--refine", type=int, default=2, help="grid refinements before stopping (default: 2)")
     p.add_argument("--tol", type=float, default=1e-4,
                    help="a round improving AP by less than this has converged (default: 1e-4)")
-    p.add_argument("--rank", choices=RANKS, default=None,
-                   help="what orders the NMS (default: --start's, else the proposal's score)")
-    p.add_argument("--score", choices=OUTPUTS, default=None, dest="output_score",
-                   help="the kept pose's score (default: --start's, else its ranking score)")
     p.add_argument("--search-scoring", action="store_true",
                    help="also search the ranking/score choice (overfits on a dozen images)")
     p.add_argument("--images", default=None, metavar="ID,ID,...",
@@ -60,6 +57,9 @@ def run(args) -> int:
     from ..nms.runtime import Scoring, load_params_and_scoring, no_nms, to_results
     from ..nms.search import tune_nms
 
+    from . import check_renamed
+
+    check_renamed(args)
     torch.set_num_threads(1)
     if args.max_rounds < 1:
         raise CommandError(f"--max-rounds must be at least 1, got {args.max_rounds}")
@@ -70,12 +70,12 @@ def run(args) -> int:
     start, scoring = None, None
     if args.start:
         method, start, scoring = load_params_and_scoring(args.start)
-        if method != args.method:
-            raise CommandError(f"--start {args.start!r} is a {method} parameters file, not {args.method}")
+        if method != args.nms:
+            raise CommandError(f"--start {args.start!r} is a {method} parameters file, not {args.nms}")
     base = scoring or Scoring()
-    scoring = Scoring(args.rank or base.rank, args.output_score or base.output)
-    if args.method == "soft-oks" and scoring.output != "rank":
-        raise CommandError("soft-oks scores by its rescored ranking score: --score must be 'rank'")
+    scoring = Scoring(args.nms_rank or base.rank, args.nms_score or base.output)
+    if args.nms == "soft-oks" and scoring.output != "rank":
+        raise CommandError("soft-oks scores by its rescored ranking score: --nms-score must be 'rank'")
     images = _ints(args.images, "--images") if args.images else None
     evaluator = KeypointAP(args.gt, image_ids=images)
     props = read_proposals(args.proposals, num_joints=evaluator.num_joints)
@@ -88,7 +88,7 @@ def run(args) -> int:
         raise CommandError("no proposals on the images tuned on")
     names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
     none_ap = evaluator.ap(to_results(props, no_nms(props)))
-    res = tune_nms(props, evaluator, method=args.method, start=start, names=names, scoring=scoring,
+    res = tune_nms(props, evaluator, method=args.nms, start=start, names=names, scoring=scoring,
                    search_scoring=args.search_scoring, grid=args.grid, max_rounds=args.max_rounds,
                    refine=args.refine, tol=args.tol, progress=not args.quiet)
     meta = res.meta(ap_no_nms=none_ap, proposals=str(args.proposals), gt=str(args.gt),
@@ -98,7 +98,7 @@ def run(args) -> int:
     save_params(args.output, res.params, meta=meta)
     changed = [f.name for f in dataclasses.fields(res.params)
                if getattr(res.params, f.name) != getattr(res.start_params, f.name)]
-    print(f"{args.method} NMS on {len(props.poses)} proposals, {len(evaluator.image_ids)} images: COCO keypoint AP "
+    print(f"{args.nms} NMS on {len(props.poses)} proposals, {len(evaluator.image_ids)} images: COCO keypoint AP "
           f"{none_ap:.4f} without NMS, {res.start_ap:.4f} at the start, {res.ap:.4f} tuned "
           f"({res.rounds} rounds, {'converged' if res.converged else 'stopped at --max-rounds'})")
     print("tuned: " + ", ".join(f"{k}={getattr(res.params, k)}" for k in changed) +

@@ -4,7 +4,10 @@
     models/        SPPE adapters: the PoseModel protocol, torch heatmap models, BlazePose (LiteRT and torch),
                    AlphaPose's FastPose
     detections.py  person boxes per frame (FrameBoxes), COCO detection files, image lookup and loading
-    draw.py        renders of the kept poses
+    draw.py        renders of the kept poses (keypoint and box-score thresholds, track colours)
+    sources.py     frames from an image, a folder, a list, a video, a camera or a stream (background reader)
+    tracking.py    track ids across frames (OKS / IoU, optimal assignment)
+    writers.py     COCO / AlphaPose results, per-frame records, streamed atomic JSON, the output video
 
 Pose NMS comes from :mod:`rmpe.nms`'s run-time part only (never its parameter search).
 """

@@ -22,20 +22,22 @@ time, crossing frame boundaries; the NMS runs once over the whole batch with an 
    ``"bilinear-u8"`` (default: ``cv2.warpAffine(INTER_LINEAR)`` of OpenCV 5, as most SPPEs were trained
    on), ``"bilinear"`` (exact float) or ``"opencv4"``.
 3. **SPPE**: the adapter (:mod:`rmpe.pipeline.models`) maps crops ``[n, 3, h, w]`` to heatmaps ``[n, K, h', w']``.
-4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``); logits (``heatmap_activation``)
-   are decoded as they are, the sigmoid applied to the peaks only (for ``"dark"`` and ``"soft-argmax"``,
-   which the sigmoid would change, to the whole maps first); then ``rmpe_ext.ops.heatmap_decode``
-   (``refine``: ``"quarter"``, AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
+4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``), logits go through a sigmoid
+   (``heatmap_activation``), then ``rmpe_ext.ops.heatmap_decode`` (``refine``: ``"quarter"``,
+   AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
    (``"soft-argmax"``, with ``soft_argmax_beta``; the score is still the peak) back-projects through the
    crop map: heatmap pixel ``u`` is crop pixel ``(u + heatmap_offset) w / w'``, then ``theta``.
 5. **Pose score**: ``det_score * mean(joint scores > kp_thresh)`` (0 when none is; mmpose's and
    AlphaPose's ``oks_pose_nms`` rescoring).
-6. **Pose NMS** (``nms``): ``"alphapose"`` (``rmpe_ext.ops.pose_nms``, AlphaPose's criterion and
+6. **Pose NMS** (``nms``, default :data:`DEFAULT_NMS`, ``"oks"``: chosen by held-out AP, see
+   ``examples/choose_default_nms.py``): ``"alphapose" (``rmpe_ext.ops.pose_nms``, AlphaPose's criterion and
    merging, ranked by the mean joint score as AlphaPose; result score is AlphaPose's
    ``mean(merged) + det_score + 1.25 max(merged)``), ``"paper"`` and ``"oks"`` (ranked by the pose
    score), ``"soft-oks"`` (``rmpe_ext.ops.soft_oks_nms``: the rescored pose score), or ``"none"``.
-   ``nms_rank="pose"`` ranks ``alphapose`` by the pose score as well (on the BlazePose sample this
-   matters: AlphaPose's joint-mean ranking ignores the detector score).
+   ``nms_rank`` overrides what orders the NMS: ``"proposal"`` (the pose score; ``"pose"`` is the same),
+   ``"joints"`` (the mean joint score), ``"box"`` (the detector score); ``"method"``: the method's own;
+   ``nms_score`` what the kept pose's score is (:class:`rmpe.nms.runtime.Scoring`'s outputs). On the
+   BlazePose sample this matters: AlphaPose's joint-mean ranking ignores the detector score.
    Parameters: an object of :mod:`rmpe.nms.params`, a dict of its fields, or a parameters file
    (:func:`rmpe.nms.load_params_and_scoring`: its ``method`` sets ``nms``, its ranking/score choice
    the scoring); defaults otherwise.
@@ -64,12 +66,13 @@ from ..nms.params import METHODS, make_params
 from ..nms.runtime import NMSOutput, Scoring, apply_nms, load_params_and_scoring, to_results
 
 __all__ = ["Pipeline", "PipelineResult", "run_nms", "crop_theta", "heatmap_to_image", "pose_scores",
-           "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES"]
+           "proposals_to_records", "BOX_PRESETS", "REFINES", "NMS_METHODS", "RANKS", "STAGES", "DEFAULT_NMS"]
 
 BOX_PRESETS = {"alphapose": (1.25, True), "paper": (1.3, False)}  # (enlargement, keep the aspect ratio)
 REFINES = ("quarter", "none", "dark", "soft-argmax")
 NMS_METHODS = tuple(METHODS) + ("none",)
-RANKS = ("method", "pose")
+RANKS = ("method", "pose", "proposal", "joints", "box")  # "pose" is "proposal" (the pose score)
+DEFAULT_NMS = "oks"  # the best held-out AP (examples/choose_default_nms.py); "alphapose" is AlphaPose exactly
 STAGES = ("crop", "sppe", "decode", "nms", "total")
 
 
@@ -116,7 +119,7 @@ def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any, Optional[Sco
     """-> ``(method, params, scoring)``; ``scoring`` is a parameters file's own (``meta["scoring"]``, as
     ``rmpe tune-nms`` writes it), None otherwise (the method's :func:`rmpe.nms.default_scoring`)."""
     if nms_params is None:
-        method = "alphapose" if nms is None else nms
+        method = DEFAULT_NMS if nms is None else nms
         if method not in NMS_METHODS:
             raise ValueError(f"nms must be one of {list(NMS_METHODS)}, got {method!r}")
         return method, None if method == "none" else make_params(method), None
@@ -126,7 +129,7 @@ def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any, Optional[Sco
             raise ValueError(f"nms={nms!r} but the NMS parameters file {os.fspath(nms_params)!r} is for {method!r}")
         return method, params, scoring
     if isinstance(nms_params, dict):
-        method = "alphapose" if nms is None else nms
+        method = DEFAULT_NMS if nms is None else nms
         if method == "none" or method not in METHODS:
             raise ValueError(f"nms_params given as a dict needs nms to be one of {sorted(METHODS)}, got {method!r}")
         return method, make_params(method, nms_params), None
@@ -139,8 +142,8 @@ def _resolve_nms(nms: Optional[str], nms_params) -> Tuple[str, Any, Optional[Sco
     return method, nms_params, None
 
 
-def run_nms(p: Proposals, method: str = "alphapose", params=None, rank: str = "method",
-            scoring: Optional[Scoring] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def run_nms(p: Proposals, method: str = DEFAULT_NMS, params=None, rank: str = "method",
+            scoring: Optional[Scoring] = None, score: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Pose NMS over all the images of ``p`` at once -> ``(keep [M] int64, keypoints [M, K, 2],
     joint_scores [M, K], scores [M])``, image by image (ascending image index), pick order within an image.
 
@@ -149,7 +152,9 @@ def run_nms(p: Proposals, method: str = "alphapose", params=None, rank: str = "m
     ranks the poses and which one a kept pose gets; None: the method's own convention
     (:func:`rmpe.nms.default_scoring`): ``alphapose`` ranks by AlphaPose's mean joint score, merges,
     and scores with AlphaPose's ``mean(merged) + det_score + 1.25 max(merged)``; the others rank by and keep
-    ``p.scores`` (``soft-oks``: rescored). ``rank="pose"`` ranks and scores every method by ``p.scores``.
+    ``p.scores`` (``soft-oks``: rescored). ``rank``: ``"method"`` (that convention) or one of
+    :class:`Scoring`'s ranks (``"pose"`` = ``"proposal"``: ``p.scores``), which then also scores the kept
+    poses unless ``score`` (one of :class:`Scoring`'s outputs) says otherwise.
     """
     if rank not in RANKS:
         raise ValueError(f"rank must be one of {list(RANKS)}, got {rank!r}")
@@ -158,10 +163,14 @@ def run_nms(p: Proposals, method: str = "alphapose", params=None, rank: str = "m
     if method == "none" or n == 0:
         keep = torch.arange(n, device=p.poses.device)
         return keep, p.poses, p.joint_scores, p.scores
-    if rank == "pose":
-        scoring = Scoring("proposal", "rank")
-    elif scoring is None:
-        scoring = file_scoring
+    if rank != "method":
+        scoring = Scoring("proposal" if rank == "pose" else rank, score or "rank")
+    else:
+        scoring = scoring or file_scoring
+        if score is not None:
+            from ..nms.runtime import default_scoring
+
+            scoring = Scoring((scoring or default_scoring(method)).rank, score)
     out = apply_nms(p, method, resolved, scoring)
     return out.keep, out.poses, out.joint_scores, out.scores
 
@@ -278,20 +287,29 @@ class Pipeline:
     overridden. ``refine``: one of :data:`REFINES`. ``det_thresh``: boxes below it are dropped.
     ``batch_size``: crops per SPPE call. ``device``: default the model's. ``kp_thresh``: see
     :func:`pose_scores`. ``interpolation``: of the crops (see ``rmpe_ext.ops.affine_crop``).
-    ``nms_rank``: ``"method"`` (AlphaPose's own ranking for ``alphapose``) or ``"pose"`` (the pose
-    score for every method; see :func:`run_nms`).
+    ``nms_rank``: ``"method"`` (the method's own ranking: AlphaPose's for ``alphapose``), or
+    ``"proposal"``/``"pose"``, ``"joints"``, ``"box"`` for every method; ``nms_score``: the kept poses'
+    score (see :func:`run_nms`).
     """
 
     def __init__(self, model, nms: Optional[str] = None, nms_params=None, box_preset: Optional[str] = None,
                  box_scale: Optional[float] = None, refine: str = "quarter", det_thresh: float = 0.0,
                  batch_size: int = 64, device: Optional[Union[str, torch.device]] = None, kp_thresh: float = 0.2,
-                 interpolation: str = "bilinear-u8", soft_argmax_beta: float = 1.0, nms_rank: str = "method"):
+                 interpolation: str = "bilinear-u8", soft_argmax_beta: float = 1.0, nms_rank: str = "method",
+                 nms_score: Optional[str] = None):
         check_model(model)
         self.model = model
         self.nms, self.nms_params, self.nms_scoring = _resolve_nms(nms, nms_params)
         if nms_rank not in RANKS:
             raise ValueError(f"nms_rank must be one of {list(RANKS)}, got {nms_rank!r}")
         self.nms_rank = nms_rank
+        from ..nms.runtime import OUTPUTS
+
+        if nms_score is not None and nms_score not in OUTPUTS:
+            raise ValueError(f"nms_score must be one of {list(OUTPUTS)}, got {nms_score!r}")
+        if nms_score not in (None, "rank") and self.nms == "soft-oks":
+            raise ValueError("soft-oks rescores its ranking score: nms_score must be 'rank'")
+        self.nms_score = nms_score
         self.box_preset = model.box_preset if box_preset is None else box_preset
         if self.box_preset not in BOX_PRESETS:
             raise ValueError(f"box_preset must be one of {sorted(BOX_PRESETS)}, got {self.box_preset!r}")
@@ -353,22 +371,9 @@ class Pipeline:
             hm = (nhwc if jm is None else nhwc[..., jm]).permute(0, 3, 1, 2).contiguous()
         else:
             hm = (heatmaps if jm is None else heatmaps.index_select(1, jm)).contiguous()
-        m = heatmap_to_image(theta.to(hm.device), self.input_size, hm.shape[2:], self.model.heatmap_offset)
         if self.model.heatmap_activation == "sigmoid":
-            if self.refine in ("quarter", "none"):
-                # logits decoded as they are: the argmax and the quarter step's neighbour comparisons do not
-                # change under the (monotone) sigmoid, so only the peaks go through it. AlphaPose's rule (a
-                # peak <= 0 puts the joint at heatmap pixel (0, 0)) is for score maps: each map is shifted so
-                # that its peak is 1 (finite peaks only; NaN and all -inf maps stay as they are and decode as
-                # their sigmoids did). In place when hm is this call's own copy; the model's tensor is not
-                # modified. Above a logit of about 16.6 float32's sigmoid rounds to 1 and the former
-                # sigmoid-then-argmax could pick the first such pixel; here the argmax is the logits' own.
-                peaks = hm.flatten(2).amax(2)
-                shift = torch.where(torch.isfinite(peaks), peaks - 1, torch.zeros_like(peaks))[..., None, None]
-                hm = hm.sub_(shift) if hm is not heatmaps else hm - shift
-                coords, _ = ops.heatmap_decode(hm, m, self.refine)
-                return coords.to(torch.float32), torch.sigmoid(peaks).to(torch.float32)
-            hm = torch.sigmoid(hm)  # DARK and soft-argmax are not invariant to it: they see probabilities
+            hm = torch.sigmoid(hm)
+        m = heatmap_to_image(theta.to(hm.device), self.input_size, hm.shape[2:], self.model.heatmap_offset)
         if self.refine == "soft-argmax":
             coords, _ = ops.soft_argmax(hm, m, self.soft_argmax_beta)
             scores = hm.flatten(2).amax(2)
@@ -438,7 +443,7 @@ class Pipeline:
         props = Proposals(poses, joint, boxes.to(torch.float32), det_scores, scores,
                           torch.tensor(ids, dtype=torch.long)[frame_of].to(self.device), frame_of.to(self.device), [])
         clock.lap(None)
-        keep, kp, js, sc = run_nms(props, self.nms, self.nms_params, self.nms_rank, self.nms_scoring)
+        keep, kp, js, sc = run_nms(props, self.nms, self.nms_params, self.nms_rank, self.nms_scoring, self.nms_score)
         clock.lap("nms")
         results = proposals_to_records(props, keep, kp, js, sc)
         clock.lap(None)
