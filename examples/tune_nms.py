@@ -118,7 +118,7 @@ def main():
                             num_proposals=len(props.poses), num_images=props.num_images,
                             reproduce="python examples/tune_nms.py --write  (or: rmpe tune-nms "
                                       f"data/blazepose_proposals_pre_nms_dev.json.gz data/gt_dev.json.gz "
-                                      f"--method {method} -o FILE)",
+                                      f"--nms {method} -o FILE)",
                             two_fold_check=split.get(method),
                             caveat="tuned and scored on the same 12 images; see two_fold_check for held-out AP")
             meta.pop("seconds", None)  # timings vary: the file stays a function of the data alone
