@@ -113,13 +113,13 @@ def test_init_from_env_names_what_is_wrong():
 # ------------------------------------------------------------------ launching this file under torchrun
 
 
-def torchrun(args, out_dir, nproc=2, timeout=120, check=True, module=False):
+def torchrun(args, out_dir, nproc=2, timeout=120, check=True, module=False, cwd=ROOT):
     """Runs ``torchrun --standalone --nproc_per_node=nproc`` on this file's worker (or ``-m rmpe`` when
     ``module``) with one thread per process; returns the CompletedProcess."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={nproc}", "--monitor_interval=0.2"]
     cmd += ["-m", "rmpe", *args] if module else [__file__, *args, str(out_dir)]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"torchrun {args} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}")
     return p
@@ -140,6 +140,255 @@ def test_collectives_under_torchrun(tmp_path):
         assert got["failure"].startswith("ZeroDivisionError" if r == 0 else "RuntimeError: rank 0 failed: ZeroDivision")
     assert torch.load(tmp_path / "ckpt.pt") == {"from": 0}
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "rank0.pt", "rank1.pt"]  # no temporary file left
+
+
+# ------------------------------------------------------------------ training under DDP
+
+
+B = 4  # crops per process and step
+
+
+def synthetic_crops(n, seed=0):
+    """``n`` random crops of 32 x 24 pixels (targets 8 x 6, 17 joints), as tests/rmpe/test_rmpe_train.py."""
+    from rmpe.sstn.datasets import CropSet
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, 17, 8, 6, generator=g)
+    star = torch.eye(2, 3).repeat(n, 1, 1)
+    star[:, :, 2] = (torch.rand(n, 2, generator=g) - 0.5) * 0.4
+    kp = torch.cat([torch.rand(n, 17, 2, generator=g, dtype=torch.float64) * 20,
+                    torch.full((n, 17, 1), 2.0, dtype=torch.float64)], 2)
+    return CropSet(torch.randn(n, 3, 32, 24, generator=g), t, torch.ones(n, 17), t.clone(), torch.ones(n, 17), star,
+                   torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=torch.float64).repeat(n, 1, 1),
+                   torch.zeros(n, 4, dtype=torch.float64), kp, torch.full((n, 4), 20.0, dtype=torch.float64),
+                   torch.arange(n), torch.zeros(n, dtype=torch.long))
+
+
+def bn_free_model(parallel):
+    """A tiny SSTN without batch norm (whose statistics are per process under DDP on CPUs: PyTorch's
+    SyncBatchNorm is GPU-only), so that 2 processes x batch b must equal 1 process x batch 2b. The
+    localization net's last layers start off the identity's zeros so that every one of its parameters
+    gets a gradient in the first step."""
+    from rmpe.sstn.model import SSTN, LocalizationNet
+
+    torch.manual_seed(0)
+    sppe = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 17, 3, stride=2, padding=1))
+    loc = LocalizationNet((32, 24), backbone=torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, stride=4, padding=1),
+                                                                 torch.nn.ReLU()))
+    with torch.no_grad():
+        for p in (loc.fc.weight, loc.points.weight):
+            p.normal_(0, 0.05)
+    return SSTN(sppe, input_size=(32, 24), loc_net=loc, parallel=parallel)
+
+
+# name -> (parallel branch, freeze_sppe, SPPE warm-up epochs)
+STEP_VARIANTS = {"copy_frozen": ("copy", True, 0), "none": (None, False, 0), "shared": ("shared", False, 0),
+                 "warmup": ("shared", False, 1)}
+
+
+def one_step(variant, batch_size, distributed=None):
+    """One epoch of one optimizer step on 2 x B crops; returns what the test compares."""
+    from rmpe.sstn.trainer import Trainer, TrainConfig
+
+    parallel, frozen, warmup = STEP_VARIANTS[variant]
+    model = bn_free_model(parallel)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=1e-2, schedule="constant", freeze_sppe=frozen,
+                      sppe_warmup_epochs=warmup, progress=False, seed=0)
+    t = Trainer(model, synthetic_crops(2 * B), cfg, val=synthetic_crops(6, seed=1), distributed=distributed)
+    history = t.fit()
+    return {"params": {k: v.detach().clone() for k, v in model.named_parameters()},
+            "loc_grads": {k: None if p.grad is None else p.grad.clone() for k, p in model.loc_net.named_parameters()},
+            "history": history,
+            "parallel_params": [(p.requires_grad, p.grad is None) for p in
+                                (model.parallel_sppe.parameters() if model.parallel_sppe is not None else [])]}
+
+
+@pytest.fixture(scope="module")
+def ddp_steps(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp_steps")
+    torchrun(["steps"], out)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("variant", list(STEP_VARIANTS))
+def test_one_step_on_two_processes_equals_one_process_on_twice_the_batch(ddp_steps, variant):
+    """2 processes x batch 4 (gloo) give the parameters, the localization net's gradients, the loss and
+    the held-out figures of 1 process x batch 8: with the frozen parallel SPPE copy, without a parallel
+    branch, with the shared one, and in the SPPE warm-up (where the localization net is not used)."""
+    torch.set_num_threads(1)
+    ref = one_step(variant, 2 * B)
+    for r, got in enumerate(ddp_steps):
+        got = got[variant]
+        for k, v in ref["params"].items():
+            torch.testing.assert_close(got["params"][k], v, rtol=1e-5, atol=1e-6, msg=f"rank {r} {variant} {k}")
+        for k, g in ref["loc_grads"].items():
+            if STEP_VARIANTS[variant][2]:  # warm-up: theta is given, the localization net gets no gradient
+                assert g is None and got["loc_grads"][k] is None, k
+                continue
+            # the affine sampler's gradient reaches every parameter of the localization net, on every rank
+            assert got["loc_grads"][k] is not None and got["loc_grads"][k].abs().sum() > 0, (r, variant, k)
+            torch.testing.assert_close(got["loc_grads"][k], g, rtol=1e-4, atol=1e-7, msg=f"rank {r} {variant} {k}")
+            assert torch.equal(got["loc_grads"][k], ddp_steps[0][variant]["loc_grads"][k])  # all-reduced
+        (h,), (rh,) = got["history"], ref["history"]
+        assert h.keys() == rh.keys()
+        for k in rh:
+            assert h[k] == pytest.approx(rh[k], rel=1e-5, abs=1e-7), (r, variant, k)
+        # the frozen parallel copy: out of the optimizer and the all-reduce, no gradient on any rank
+        assert got["parallel_params"] == ref["parallel_params"]
+        assert all(p == (False, True) for p in got["parallel_params"])
+    if variant != "warmup":  # one process on its own half of the batch does not give the same step
+        alone = ddp_steps[0][variant]["params"]["loc_net.fc.weight"]
+        assert not torch.allclose(alone, one_step_half(variant)["params"]["loc_net.fc.weight"], rtol=1e-5, atol=1e-6)
+
+
+def one_step_half(variant):
+    """Rank 0's half of the batch trained alone (what a run without the all-reduce would do)."""
+    from rmpe.sstn.trainer import Trainer, TrainConfig
+    from torch.utils.data import DistributedSampler
+
+    parallel, frozen, warmup = STEP_VARIANTS[variant]
+    model = bn_free_model(parallel)
+    cfg = TrainConfig(epochs=1, batch_size=B, lr=1e-2, schedule="constant", freeze_sppe=frozen,
+                      sppe_warmup_epochs=warmup, progress=False, seed=0)
+    data = synthetic_crops(2 * B)
+    half = data.subset(list(DistributedSampler(data, num_replicas=2, rank=0, shuffle=True, seed=0)))
+    Trainer(model, half, cfg).fit()
+    return {"params": dict(model.named_parameters())}
+
+
+def _worker_steps(out):
+    D.init_from_env("cpu")
+    got = {v: one_step(v, B) for v in STEP_VARIANTS}
+    torch.save(got, os.path.join(out, f"rank{D.get_rank()}.pt"))
+
+
+# ------------------------------------------------------------------ a killed rank, resumed
+
+
+def resume_trainer(out_dir, seed=0):
+    """A tiny hourglass SSTN (batch norm, the frozen parallel copy) for 3 epochs (1 SPPE warm-up), 18
+    crops: 9 per process, batches of 4, 4 and 1."""
+    from rmpe.sstn.hourglass import StackedHourglass
+    from rmpe.sstn.model import SSTN
+    from rmpe.sstn.trainer import Trainer, TrainConfig
+
+    torch.manual_seed(seed)
+    model = SSTN(StackedHourglass(stacks=1, width=8, depth=1), input_size=(32, 24), loc_width=4, loc_blocks=(1, 1),
+                 parallel="copy")
+    cfg = TrainConfig(epochs=3, batch_size=B, lr=1e-3, schedule="step", lr_milestones=[2], sppe_warmup_epochs=1,
+                      progress=False, seed=3)
+    return Trainer(model, synthetic_crops(18), cfg, val=synthetic_crops(6, seed=1), out_dir=out_dir)
+
+
+def test_a_run_killed_mid_epoch_resumes_as_the_uninterrupted_run(tmp_path):
+    """Rank 1 is killed (SIGKILL) after the first step of epoch 2; torchrun ends rank 0; the checkpoint is
+    epoch 1's. Two new processes resume from it (fresh models of another seed, disturbed global random
+    generators): the history and every weight are those of an uninterrupted 2-process run, bit for bit
+    (as the one-process resume test in test_rmpe_train.py asserts for one process)."""
+    p = torchrun(["kill"], tmp_path, check=False)
+    assert p.returncode != 0
+    assert (tmp_path / "killed").read_text() == "rank 1 killed after step 1 of epoch 2"
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    info = state["config"]["distributed"]
+    assert (info["world_size"], info["backend"], info["batch_size_per_process"], info["batch_size_total"]) == \
+        (2, "gloo", B, 2 * B)
+    assert len(state["rng_ranks"]) == 2
+    torchrun(["resume"], tmp_path)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for r, g in enumerate(got):
+        assert len(g["hist_c"]) == 3
+        assert g["hist_c"] == g["hist_a"] == got[0]["hist_a"], r
+        for k, v in g["state_a"].items():
+            assert torch.equal(v, g["state_c"][k]), (r, k)
+            assert torch.equal(v, got[0]["state_a"][k]), (r, k)  # every rank holds the same model
+    # the history is a real run's: the warm-up epoch and two STN epochs, with the lr milestone
+    hist = got[0]["hist_a"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[2]["lr"] == pytest.approx(1e-4)
+    assert all(np.isfinite(h["val_loss"]) for h in hist) and hist[0]["loss"] != hist[1]["loss"]
+    assert len(__import__("json").loads((tmp_path / "b" / "history.json").read_text())) == 3
+
+
+def _worker_kill(out):
+    import signal
+
+    D.init_from_env("cpu")
+    t = resume_trainer(os.path.join(out, "b"))
+    step, count = t.optimizer.step, [0]
+
+    def counted_step(*args, **kwargs):
+        result = step(*args, **kwargs)
+        if t.epoch == 1:
+            count[0] += 1
+            if D.get_rank() == 1 and count[0] == 1:
+                with open(os.path.join(out, "killed"), "w") as f:
+                    f.write("rank 1 killed after step 1 of epoch 2")
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    t.optimizer.step = counted_step
+    t.fit()
+
+
+def _worker_resume(out):
+    from rmpe.sstn.trainer import set_seed
+
+    D.init_from_env("cpu")
+    set_seed(0)
+    a = resume_trainer(os.path.join(out, "a"))
+    hist_a = a.fit()
+    torch.manual_seed(123 + D.get_rank())  # the interruption disturbs the global generators
+    np.random.seed(7)
+    random.seed(5)
+    c = resume_trainer(os.path.join(out, "b"), seed=99)
+    hist_c = c.fit(resume=True)
+    torch.save({"hist_a": hist_a, "hist_c": hist_c, "state_a": a.model.state_dict(),
+                "state_c": c.model.state_dict()}, os.path.join(out, f"rank{D.get_rank()}.pt"))
+
+
+# ------------------------------------------------------------------ rmpe train under torchrun
+
+
+def test_train_command_under_torchrun(tmp_path):
+    """``torchrun --nproc_per_node=2 -m rmpe train`` on the shipped sample: rank 0 alone prints (the sizes
+    per process and in total, one line per epoch) and writes the checkpoint (with the distributed sizes in
+    its config); ``--resume`` continues on both processes."""
+    coco4 = ROOT / "data" / "coco4"
+    ckpt = tmp_path / "ckpt"
+    args = ["train", "--data", str(coco4 / "test_coco.json"), "--images", str(coco4), "--epochs", "1",
+            "--warmup-epochs", "0", "--width", "8", "--depth", "1", "--boxes-per-person", "2", "--threads", "1",
+            "--no-progress", "--out", str(ckpt), "--seed", "0", "--batch-size", "4"]
+    out = torchrun(args, None, module=True).stdout.splitlines()
+    dist_lines = [x for x in out if x.startswith("distributed:")]
+    assert dist_lines == ["distributed: 2 processes (gloo, cpu); batch 4 per process, 8 in total; lr 0.002, "
+                          "loc-lr 0.001 on every process, applied to the gradient averaged over the total batch "
+                          "(not scaled)"], out
+    assert len([x for x in out if x.startswith("epoch 1:")]) == 1 and sum("training persons" in x for x in out) == 1
+    assert [x for x in out if x.startswith("checkpoint:")] == [f"checkpoint: {ckpt / 'last.pt'}"]
+    state = torch.load(ckpt / "last.pt", weights_only=False)
+    assert state["config"]["distributed"]["batch_size_total"] == 8 and state["config"]["batch_size"] == 4
+    assert sorted(os.listdir(ckpt)) == ["history.json", "last.pt"]
+    args[args.index("--epochs") + 1] = "2"
+    out = torchrun(args + ["--resume"], None, module=True).stdout.splitlines()
+    assert not [x for x in out if x.startswith("epoch 1:")] and len([x for x in out if x.startswith("epoch 2:")]) == 1
+    history = __import__("json").loads((ckpt / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_train_device_errors_are_one_line(tmp_path, capsys):
+    from rmpe import cli
+
+    coco4 = ROOT / "data" / "coco4"
+    base = ["train", "--data", str(coco4 / "test_coco.json"), "--images", str(coco4), "--epochs", "1",
+            "--out", str(tmp_path / "ckpt")]
+    for device, match in [("mps", "only 'cpu' and 'cuda'"), ("tpu", "device 'tpu'")] + \
+            ([] if torch.cuda.is_available() else [("cuda", "torch sees no CUDA device")]):
+        capsys.readouterr()
+        assert cli.main(base + ["--device", device]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("rmpe train: error: ") and match in err[0], err
+    assert not (tmp_path / "ckpt").exists()
 
 
 # ------------------------------------------------------------------ the worker
@@ -165,7 +414,8 @@ def _worker_collectives(out):
     torch.save(got, os.path.join(out, f"rank{r}.pt"))
 
 
-WORKERS = {"collectives": _worker_collectives}
+WORKERS = {"collectives": _worker_collectives, "steps": _worker_steps, "kill": _worker_kill,
+           "resume": _worker_resume}
 
 
 def _main(argv):

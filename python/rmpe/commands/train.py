@@ -5,6 +5,12 @@ training loss and, on the held-out persons, the heatmap loss, the STN's displace
 normalized proposal units, see ``rmpe.sstn.model.centre_displacement``) and PCK@0.2 of the GT box's longer
 side. Checkpoints (``CKPT_DIR/last.pt``) and ``history.json`` are written atomically after every epoch;
 ``--resume`` continues from ``last.pt``.
+
+Under ``torchrun --nproc_per_node=N`` every process runs this command: the model is trained with
+DistributedDataParallel (``--batch-size`` crops per process, N times that per step; the learning rates
+are not scaled), rank 0 prints and writes the checkpoint, every process resumes from it (see
+``rmpe.distributed`` and ``rmpe.sstn.trainer``). ``--device cuda`` gives each process the GPU
+``cuda:LOCAL_RANK`` and the NCCL backend; ``cpu`` uses gloo.
 """
 from __future__ import annotations
 
@@ -49,20 +55,18 @@ def register(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="held-out share of the images (default: 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu",
+                   help="'cpu' or 'cuda' (under torchrun: one GPU per process, cuda:LOCAL_RANK; default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, outputs=[("--out", "out", "folder", ("last.pt", "history.json"))])
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from ..cli import CommandError
-    from ..sstn import SSTN
-    from ..sstn.augment import make_augmenter
-    from ..sstn.datasets import heatmap_size_for, load_frames, load_persons, make_crops, split_by_image
-    from ..sstn.hourglass import StackedHourglass
-    from ..sstn.trainer import Trainer, TrainConfig, set_seed
+    from ..distributed import process_group
+    from ..sstn.datasets import heatmap_size_for
     from . import check_input_size, check_threads
 
     if args.resume and not args.out:
@@ -79,6 +83,21 @@ def run(args) -> int:
     check_input_size(args.input_size)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    with process_group(args.device) as ctx:  # one process without torchrun: no group, as before
+        return _train(args, ctx)
+
+
+def _train(args, ctx) -> int:
+    import numpy as np
+
+    from ..cli import CommandError
+    from ..sstn import SSTN
+    from ..sstn.augment import make_augmenter
+    from ..sstn.datasets import load_frames, load_persons, make_crops, split_by_image
+    from ..sstn.hourglass import StackedHourglass
+    from ..sstn.trainer import Trainer, TrainConfig, set_seed
+
+    say = print if ctx.is_main else (lambda *a, **k: None)
     set_seed(args.seed)
     persons = load_persons(args.data, args.images, min_keypoints=args.min_keypoints)
     if len(persons) < 2:
@@ -93,11 +112,11 @@ def run(args) -> int:
     kw = dict(input_size=tuple(args.input_size), sigma=args.sigma)
     train = make_crops(train_p, frames, aug, args.boxes_per_person, rng, **kw)
     val = make_crops(val_p, frames, aug, max(1, args.boxes_per_person // 2), rng, **kw) if val_p else None
-    print(f"{len(train_p)} training persons ({len(train)} crops), {len(val_p)} held-out ({0 if val is None else len(val)}"
+    say(f"{len(train_p)} training persons ({len(train)} crops), {len(val_p)} held-out ({0 if val is None else len(val)}"
           f" crops); augment={args.augment}, parallel={'on' if args.parallel else 'off'}")
     model = SSTN(StackedHourglass(17, args.stacks, args.width, args.depth), input_size=tuple(args.input_size),
                  parallel="shared" if args.parallel else None, loc_features=args.loc_features, loc_width=8,
-                 loc_transform=args.loc_transform)
+                 loc_transform=args.loc_transform).to(ctx.device)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loc_lr=args.loc_lr,
                       sppe_warmup_epochs=min(args.warmup_epochs, args.epochs), seed=args.seed,
                       warmup_crops=args.warmup_crops, freeze_sppe=args.freeze_sppe,
@@ -106,6 +125,12 @@ def run(args) -> int:
                              "width": args.width, "depth": args.depth, "loc_features": args.loc_features,
                              "loc_transform": args.loc_transform})
     trainer = Trainer(model, train, cfg, val=val, out_dir=args.out)
+    info = trainer.distributed_info()
+    if info:
+        say(f"distributed: {info['world_size']} processes ({info['backend']}, {ctx.device.type}); batch "
+            f"{info['batch_size_per_process']} per process, {info['batch_size_total']} in total; lr {info['lr']:g}, "
+            f"loc-lr {info['loc_lr']:g} on every process, applied to the gradient averaged over the total batch "
+            f"(not scaled)", flush=True)
 
     def log(r):
         line = f"epoch {r['epoch']}: loss {r['loss']:.5f} (main {r['main_loss']:.5f}, parallel {r['parallel_loss']:.5f})"
@@ -117,7 +142,7 @@ def run(args) -> int:
     start = trainer.epoch
     trainer.fit(resume=args.resume, log=log)
     if args.resume and trainer.epoch == start and trainer.history and trainer.epoch >= cfg.epochs:
-        print(f"already trained for {trainer.epoch} epochs (--epochs {cfg.epochs}); nothing to do")
+        say(f"already trained for {trainer.epoch} epochs (--epochs {cfg.epochs}); nothing to do")
     if args.out:
-        print(f"checkpoint: {trainer.checkpoint_path}")
+        say(f"checkpoint: {trainer.checkpoint_path}")
     return 0
