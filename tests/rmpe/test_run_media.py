@@ -341,3 +341,28 @@ def test_make_clip_example(tmp_path):
     cap.release()
     src = cv2.imread(str(COCO4 / "000000197388.jpg"))[:352, :576]
     assert ok and np.abs(first.astype(int) - src).mean() < 12  # the window at (0, 0), through a lossy codec
+
+
+def test_detector_spec_reaches_make_detector(tmp_path, model, capsys, monkeypatch):
+    """--detector SPEC: make_detector(spec, device=..., score_thresh=--det-thresh), called once per readable frame
+    (a fixed-output stand-in here; the adapters themselves: test_detectors)."""
+    from rmpe.pipeline import detectors
+
+    calls = []
+
+    def fake(spec, *, device="cpu", score_thresh=0.0):
+        calls.append((spec, str(device), score_thresh))
+
+        def detect(frame):
+            calls.append(frame.shape)
+            h, w = frame.shape[:2]
+            return np.array([[w * 0.25, h * 0.1, w * 0.75, h * 0.9]]), np.array([0.8])
+        return detect
+
+    monkeypatch.setattr(detectors, "make_detector", fake)
+    out = tmp_path / "res.json"
+    rc, _, err = run([COCO4, "--detector", "yolo:my.pt", "--det-thresh", "0.3", "-o", out] + model, capsys)
+    assert rc == 0, err
+    assert calls[0] == ("yolo:my.pt", "cpu", 0.3) and len(calls) == 5
+    assert [r["image_id"] for r in json.loads(out.read_text())] == list(IDS)
+    assert "person detector: blazepose" not in err  # the caveat is for the default only

@@ -71,7 +71,8 @@ def register(sub) -> None:
                    help="stop at the first unreadable image (exit status 2) instead of skipping it")
     d = p.add_argument_group("person detection")
     d.add_argument("--detector", default=None, metavar="FILE|SPEC",
-                   help="a detections file (COCO results or AlphaPose's detection file), or a detector: blazepose "
+                   help="a detections file (.json or .json.gz: COCO results or AlphaPose's detection file), or a "
+                        "detector: blazepose "
                         "(the default: single-person, weak on crowds), torchvision:<arch>[:<weights>], "
                         "yolo:<model file>")
     d.add_argument("--det-thresh", type=float, default=0.0, help="drop boxes scored below this (default: 0)")
@@ -164,7 +165,8 @@ def _model(args):
 
 
 def _is_detections_file(spec: str) -> bool:
-    return spec.lower().endswith((".json", ".json.gz")) or (os.path.isfile(spec) and ":" not in spec)
+    """A ``--detector`` that names a detections file (``.json`` / ``.json.gz``) rather than a detector."""
+    return spec.lower().endswith((".json", ".json.gz"))
 
 
 def _detector(args, device):
@@ -186,7 +188,8 @@ def _detector(args, device):
     except ImportError as e:
         raise CommandError(f"--detector {spec!r}: {e}") from None
     except ValueError as e:
-        raise CommandError(f"--detector {spec!r}: {e}" if spec not in str(e) else str(e)) from None
+        hint = " (a detections file must end in .json or .json.gz)" if os.path.isfile(spec) else ""
+        raise CommandError(f"--detector: {e}{hint}") from None
     return spec, None, det
 
 
