@@ -10,8 +10,9 @@ model (data/models/blazepose), the COCO ground truth. Prints
    work, measured in this run on the same boxes and heatmaps: crops by AlphaPose's per-box
    ``get_affine_transform`` + ``cv2.warpAffine`` + ``im_to_torch`` (``SimpleTransform.test_transform``);
    decode by AlphaPose's per-person ``heatmap_to_coord_simple``; NMS by AlphaPose's ``pose_nms``, image by
-   image. Both decode columns include picking BlazePose's 17 COCO joints and the sigmoid (done the same
-   way); the SPPE is the same model for both and runs once. Crop, decode and NMS are medians of
+   image. Both decode columns include picking BlazePose's 17 COCO joints and their activation (AlphaPose's:
+   a sigmoid over the maps; rmpe's: the logits decoded, the sigmoid of the peaks only); the SPPE is the
+   same model for both and runs once. Crop, decode and NMS are medians of
    ``--repeat`` runs (the pipeline replays the recorded heatmaps, so only its SPPE stage is skipped);
 3. where the rendered images went.
 
@@ -78,7 +79,7 @@ def alphapose_baselines(frames, per_frame, heatmaps, input_size, joint_map, mean
             for c in range(3):
                 img[c].add_(-mean[c])
     t["crop"] = time.perf_counter() - t0
-    # decode: the same joint pick + sigmoid as the pipeline, then heatmap_to_coord_simple person by person
+    # decode: the same joint pick, a sigmoid over the maps, then heatmap_to_coord_simple person by person
     t0 = time.perf_counter()
     hm = torch.sigmoid(heatmaps.index_select(1, torch.tensor(list(joint_map))).contiguous())
     coords, maxvals = [], []
