@@ -306,6 +306,14 @@ def test_torchvision_detector_rejects_foreign_output(fake_torchvision, coco4_gt)
     det.model = lambda images: [{"boxes": torch.zeros(2, 4), "labels": torch.ones(3), "scores": torch.ones(3)}]
     with pytest.raises(ValueError, match="expected \\[n, 4\\], \\[n\\], \\[n\\]"):
         det(coco4_gt[785][0])
+    nan_box = torch.tensor([[0.0, 0.0, float("nan"), 5.0]])
+    det.model = lambda images: [{"boxes": nan_box, "labels": torch.ones(1), "scores": torch.ones(1)}]
+    with pytest.raises(ValueError, match="ssdlite320_mobilenet_v3_large model returned NaN"):
+        det(coco4_gt[785][0])
+    det.model = lambda images: [{"boxes": torch.tensor([[9.0, 0, 5, 5]]), "labels": torch.ones(1),
+                                 "scores": torch.ones(1)}]
+    with pytest.raises(ValueError, match="x2 < x1"):
+        det(coco4_gt[785][0])
 
 
 def test_torchvision_detector_real_untrained(coco4_gt):

@@ -57,13 +57,15 @@ def _empty_boxes() -> FrameBoxes:
     return FrameBoxes(torch.zeros(0, 4), torch.zeros(0))
 
 
-def _sorted_boxes(boxes: torch.Tensor, scores: torch.Tensor) -> FrameBoxes:
-    """CPU float32, best score first (stable), degenerate rows (x2 < x1 or y2 < y1) removed."""
+def _sorted_boxes(boxes: torch.Tensor, scores: torch.Tensor, who: str) -> FrameBoxes:
+    """CPU float32, best score first (stable). A detector's non-finite or inverted (x2 < x1, y2 < y1) box is an
+    error naming the detector (``who``), not something dropped quietly."""
     boxes = boxes.detach().to("cpu", torch.float32).reshape(-1, 4)
     scores = scores.detach().to("cpu", torch.float32).reshape(-1)
-    ok = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1]) & torch.isfinite(boxes).all(1) & \
-        torch.isfinite(scores)
-    boxes, scores = boxes[ok], scores[ok]
+    if not (bool(torch.isfinite(boxes).all()) and bool(torch.isfinite(scores).all())):
+        raise ValueError(f"{who} returned NaN or infinite boxes or scores")
+    if bool(((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
+        raise ValueError(f"{who} returned a box with x2 < x1 or y2 < y1")
     order = torch.argsort(scores, descending=True, stable=True)
     return FrameBoxes(boxes[order].contiguous(), scores[order].contiguous())
 
@@ -274,7 +276,7 @@ class BlazePoseDetector:
        ``2r x 2 r body_width`` rectangle, whose axis-aligned bounding box is returned (for an upright
        person: ``2 r body_width`` wide, ``2 r`` tall, centred on ``c``): a person box as COCO draws them,
        so the pipeline's box presets work as they do for any detector's boxes. ``body_width`` = 0.4 by
-       default (see the README's "Person detectors" for how it was chosen). Boxes are clipped to the frame.
+       default (see the README's "Person detectors and models" for how it was chosen). Boxes are clipped to the frame.
 
     ``score_thresh``: boxes scoring below it are dropped after the NMS (on top of ``min_score``).
     ``max_detections``: at most this many boxes per frame (None: all). Several persons give several boxes
@@ -546,7 +548,7 @@ class TorchvisionDetector:
             raise ValueError(f"the {self.arch} model returned boxes {tuple(boxes.shape)}, labels "
                              f"{tuple(labels.shape)}, scores {tuple(scores.shape)}; expected [n, 4], [n], [n]")
         keep = (labels == self.person_label) & (scores >= self.score_thresh)
-        return _sorted_boxes(boxes[keep], scores[keep])
+        return _sorted_boxes(boxes[keep], scores[keep], f"the {self.arch} model")
 
     def __repr__(self) -> str:
         return f"TorchvisionDetector({self.arch!r}, weights={self.weights!r}, device={self.device})"
@@ -611,7 +613,7 @@ class UltralyticsDetector:
                              f"{tuple(cls.shape)}; expected [n, 4], [n], [n]")
         conf, cls = conf.reshape(-1), cls.reshape(-1)
         keep = (cls.round().long() == self.person_class) & (conf >= self.score_thresh)
-        return _sorted_boxes(xyxy[keep], conf[keep])
+        return _sorted_boxes(xyxy[keep], conf[keep], "the YOLO model")
 
     def __repr__(self) -> str:
         return f"UltralyticsDetector({str(self.model_file)!r}, device={self.device!r})"
