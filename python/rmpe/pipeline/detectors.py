@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import pathlib
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -45,7 +45,8 @@ def _frame_array(frame, what: str = "frame") -> np.ndarray:
     if isinstance(frame, torch.Tensor):
         frame = frame.detach().to("cpu").numpy()
     if not isinstance(frame, np.ndarray):
-        raise ValueError(f"{what} must be a uint8 [H, W, 3] BGR image (numpy array or tensor), got {type(frame).__name__}")
+        raise ValueError(f"{what} must be a uint8 [H, W, 3] BGR image (numpy array or tensor), "
+                         f"got {type(frame).__name__}")
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"{what} must be a uint8 [H, W, 3] BGR image, got {frame.dtype} {frame.shape}")
     if min(frame.shape[:2]) == 0:
@@ -276,7 +277,8 @@ class BlazePoseDetector:
        ``2r x 2 r body_width`` rectangle, whose axis-aligned bounding box is returned (for an upright
        person: ``2 r body_width`` wide, ``2 r`` tall, centred on ``c``): a person box as COCO draws them,
        so the pipeline's box presets work as they do for any detector's boxes. ``body_width`` = 0.4 by
-       default (see the README's "Person detectors and models" for how it was chosen). Boxes are clipped to the frame.
+       default (see the README's "Person detectors and models" for how it was chosen). Boxes are clipped to
+       the frame.
 
     ``score_thresh``: boxes scoring below it are dropped after the NMS (on top of ``min_score``).
     ``max_detections``: at most this many boxes per frame (None: all). Several persons give several boxes

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Union
 
 import torch
 from torch import Tensor, nn
@@ -34,8 +34,8 @@ POSE_MODEL_SPECS = ("blazepose", "blazepose-torch", "<.tflite file>", "<TorchScr
 def is_rmpe_checkpoint(obj: Any) -> bool:
     """Whether ``obj`` (a loaded checkpoint) is what :class:`rmpe.sstn.trainer.Trainer` saves: a dict with the
     SSTN's ``model`` state_dict and the ``config`` whose ``extra`` holds the architecture (``rmpe train``)."""
-    return (isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and isinstance(obj.get("config"), Mapping)
-            and isinstance(obj["config"].get("extra"), Mapping) and "epoch" in obj
+    return (isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) and "epoch" in obj
+            and isinstance(obj.get("config"), Mapping) and isinstance(obj["config"].get("extra"), Mapping)
             and any(str(k).startswith("sppe.") for k in obj["model"]))
 
 
