@@ -366,3 +366,71 @@ def test_detector_spec_reaches_make_detector(tmp_path, model, capsys, monkeypatc
     assert calls[0] == ("yolo:my.pt", "cpu", 0.3) and len(calls) == 5
     assert [r["image_id"] for r in json.loads(out.read_text())] == list(IDS)
     assert "person detector: blazepose" not in err  # the caveat is for the default only
+
+
+# ------------------------------------------------------------------ writers and drawing
+
+
+def test_json_list_writer_and_video_writer_are_atomic(tmp_path):
+    import gzip
+
+    from rmpe.pipeline.writers import JsonListWriter, VideoWriter, format_results
+
+    with JsonListWriter(tmp_path / "a.json.gz") as w:
+        for i in range(3):
+            w.write({"i": i})
+        assert listing(tmp_path) != ["a.json.gz"]  # still a temporary file
+    assert json.loads(gzip.open(tmp_path / "a.json.gz", "rt").read()) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    with pytest.raises(RuntimeError):
+        with JsonListWriter(tmp_path / "b.json") as w:
+            w.write({"i": 0})
+            raise RuntimeError("the run failed")
+    with JsonListWriter(tmp_path / "empty.json"):
+        pass
+    assert json.loads((tmp_path / "empty.json").read_text()) == []
+    assert listing(tmp_path) == ["a.json.gz", "empty.json"]
+    # frames of another size are letterboxed into the first one's
+    v = VideoWriter(tmp_path / "v.avi", 5)
+    v.write(np.full((40, 60, 3), 200, np.uint8))
+    v.write(np.full((60, 30, 3), 200, np.uint8))
+    v.commit()
+    cap = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    assert (cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == (2, 60)
+    cap.read()
+    ok, second = cap.read()
+    assert ok and second[:, :15].mean() < 20 and second[:, 25:35].mean() > 150  # black bars, the image centred
+    v = VideoWriter(tmp_path / "w.mp4", 5)
+    v.write(np.zeros((40, 60, 3), np.uint8))
+    v.abort()
+    assert listing(tmp_path) == ["a.json.gz", "empty.json", "v.avi"]
+    for bad, match in (((tmp_path / "x.gif", 5), "extension"), ((tmp_path / "x.mp4", 0), "frame rate"),
+                       ((tmp_path / "x.mp4", float("nan")), "frame rate")):
+        with pytest.raises(ValueError, match=match):
+            VideoWriter(*bad)
+    with pytest.raises(ValueError, match="format must be one of"):
+        format_results([], "openpose")
+
+
+def test_draw_thresholds_and_track_colours():
+    from rmpe.pipeline.draw import draw_results
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    kp = np.zeros((17, 3))
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(20, 140, 17), 60, 0.9
+    kp[0, 2] = 0.1  # a joint below --draw-kp-thresh
+    a = {"keypoints": kp.ravel().tolist(), "score": 0.5, "det_bbox": [10, 10, 140, 100], "det_score": 0.9}
+    low = dict(a, det_score=0.2)
+    assert np.array_equal(draw_results(img, [low], box_thresh=0.5), img)  # below the box threshold: not drawn
+    drawn = draw_results(img, [a], box_thresh=0.5)
+    assert drawn.any() and not drawn[58:63, 18:23].any()  # joint 0 (x 20) left out, its neighbours drawn
+    assert drawn[58:63, 25:30].any()
+    # a track keeps its colour whatever its position in the frame's list
+    t3 = dict(a, track_id=3)
+    alone = draw_results(img, [t3], draw_boxes=False)
+    second = draw_results(img, [dict(a, track_id=0, keypoints=(kp + [0, 200, 0]).ravel().tolist()), t3],
+                          draw_boxes=False)
+    assert np.array_equal(alone, second)
+    ap_style = {"keypoints": a["keypoints"], "score": 0.5, "box": a["det_bbox"]}  # AlphaPose's results
+    assert np.array_equal(draw_results(img, [ap_style]), draw_results(img, [dict(a, det_score=0.5)]))
+    with pytest.raises(ValueError, match="box_thresh"):
+        draw_results(img, [a], box_thresh=float("nan"))
