@@ -164,7 +164,7 @@ def synthetic_crops(n, seed=0):
                    torch.arange(n), torch.zeros(n, dtype=torch.long))
 
 
-def bn_free_model(parallel):
+def bn_free_model(parallel, transform="affine"):
     """A tiny SSTN without batch norm (whose statistics are per process under DDP on CPUs: PyTorch's
     SyncBatchNorm is GPU-only), so that 2 processes x batch b must equal 1 process x batch 2b. The
     localization net's last layers start off the identity's zeros so that every one of its parameters
@@ -175,24 +175,26 @@ def bn_free_model(parallel):
     sppe = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
                                torch.nn.Conv2d(8, 17, 3, stride=2, padding=1))
     loc = LocalizationNet((32, 24), backbone=torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, stride=4, padding=1),
-                                                                 torch.nn.ReLU()))
+                                                                 torch.nn.ReLU()), transform=transform)
     with torch.no_grad():
         for p in (loc.fc.weight, loc.points.weight):
             p.normal_(0, 0.05)
     return SSTN(sppe, input_size=(32, 24), loc_net=loc, parallel=parallel)
 
 
-# name -> (parallel branch, freeze_sppe, SPPE warm-up epochs)
-STEP_VARIANTS = {"copy_frozen": ("copy", True, 0), "none": (None, False, 0), "shared": ("shared", False, 0),
-                 "warmup": ("shared", False, 1)}
+# name -> (parallel branch, freeze_sppe, SPPE warm-up epochs, the localization net's transform); with
+# "translation" its 2x2 layer is never used: DDP must be told (the trainer probes for unused parameters)
+STEP_VARIANTS = {"copy_frozen": ("copy", True, 0, "affine"), "none": (None, False, 0, "affine"),
+                 "shared": ("shared", False, 0, "affine"), "warmup": ("shared", False, 1, "affine"),
+                 "translation": ("shared", False, 0, "translation")}
 
 
 def one_step(variant, batch_size, distributed=None):
     """One epoch of one optimizer step on 2 x B crops; returns what the test compares."""
     from rmpe.sstn.trainer import Trainer, TrainConfig
 
-    parallel, frozen, warmup = STEP_VARIANTS[variant]
-    model = bn_free_model(parallel)
+    parallel, frozen, warmup, transform = STEP_VARIANTS[variant]
+    model = bn_free_model(parallel, transform)
     cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=1e-2, schedule="constant", freeze_sppe=frozen,
                       sppe_warmup_epochs=warmup, progress=False, seed=0)
     t = Trainer(model, synthetic_crops(2 * B), cfg, val=synthetic_crops(6, seed=1), distributed=distributed)
@@ -223,7 +225,8 @@ def test_one_step_on_two_processes_equals_one_process_on_twice_the_batch(ddp_ste
         for k, v in ref["params"].items():
             torch.testing.assert_close(got["params"][k], v, rtol=1e-5, atol=1e-6, msg=f"rank {r} {variant} {k}")
         for k, g in ref["loc_grads"].items():
-            if STEP_VARIANTS[variant][2]:  # warm-up: theta is given, the localization net gets no gradient
+            if STEP_VARIANTS[variant][2] or (variant == "translation" and k.startswith("fc.")):
+                # warm-up: theta is given, the localization net gets no gradient; the unused 2x2 layer neither
                 assert g is None and got["loc_grads"][k] is None, k
                 continue
             # the affine sampler's gradient reaches every parameter of the localization net, on every rank
@@ -238,8 +241,8 @@ def test_one_step_on_two_processes_equals_one_process_on_twice_the_batch(ddp_ste
         assert got["parallel_params"] == ref["parallel_params"]
         assert all(p == (False, True) for p in got["parallel_params"])
     if variant != "warmup":  # one process on its own half of the batch does not give the same step
-        alone = ddp_steps[0][variant]["params"]["loc_net.fc.weight"]
-        assert not torch.allclose(alone, one_step_half(variant)["params"]["loc_net.fc.weight"], rtol=1e-5, atol=1e-6)
+        alone = ddp_steps[0][variant]["params"]["loc_net.points.weight"]
+        assert not torch.allclose(alone, one_step_half(variant)["params"]["loc_net.points.weight"], rtol=1e-5, atol=1e-6)
 
 
 def one_step_half(variant):
@@ -247,8 +250,8 @@ def one_step_half(variant):
     from rmpe.sstn.trainer import Trainer, TrainConfig
     from torch.utils.data import DistributedSampler
 
-    parallel, frozen, warmup = STEP_VARIANTS[variant]
-    model = bn_free_model(parallel)
+    parallel, frozen, warmup, transform = STEP_VARIANTS[variant]
+    model = bn_free_model(parallel, transform)
     cfg = TrainConfig(epochs=1, batch_size=B, lr=1e-2, schedule="constant", freeze_sppe=frozen,
                       sppe_warmup_epochs=warmup, progress=False, seed=0)
     data = synthetic_crops(2 * B)
