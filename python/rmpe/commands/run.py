@@ -302,6 +302,19 @@ def _nms_setup(args):
 
 
 def run(args) -> int:
+    """``rmpe run``; under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) each process runs
+    :func:`run_one` on its shard of the images (:func:`rmpe.distributed.run_sharded`)."""
+    from ..distributed import launched_distributed
+
+    if launched_distributed():
+        from ..distributed import run_sharded
+
+        return run_sharded(args, run_one)
+    return run_one(args)
+
+
+def run_one(args) -> int:
+    """The command in one process (see the module docstring)."""
     import shutil
     import sys
     import tempfile
