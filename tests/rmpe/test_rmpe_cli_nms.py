@@ -154,6 +154,11 @@ def test_nms_with_a_parameters_file(tmp_path, capsys):
     assert main(["nms", PROPOSALS, "-o", str(out), "--nms-params", tuned_params_path("paper"),
                  "--nms-score", "proposal"]) == 0
     assert "score: proposal" in capsys.readouterr().out
+    # without --nms: the default method's (oks, as rmpe run) shipped file; without any: oks' defaults
+    assert main(["nms", PROPOSALS, "-o", str(out), "--nms-params", "tuned"]) == 0
+    assert capsys.readouterr().out.startswith("oks NMS kept")
+    assert main(["nms", PROPOSALS, "-o", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("oks NMS kept")
 
 
 def test_nms_bad_input(tmp_path, capsys, records):

@@ -62,7 +62,8 @@ def add_nms_flags(group, method_help: str, none: bool = False, params: bool = Tr
                                               + (" or none" if none else "") + f" ({method_help})")
     if params:
         group.add_argument("--nms-params", default=None, metavar="FILE",
-                           help="an NMS parameters file (rmpe tune-nms), or 'tuned' for the shipped file of --nms")
+                           help="an NMS parameters file (rmpe tune-nms), or 'tuned' for the shipped file of --nms "
+                                "(default: oks's)")
     group.add_argument("--nms-rank", default=None, choices=NMS_RANKS,
                        help="what orders the NMS: the pose score (proposal: det_score x mean confident joint "
                             f"score), the mean joint score (joints), the detector score (box) (default: "

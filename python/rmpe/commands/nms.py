@@ -31,14 +31,13 @@ def resolve_method_params(method, params_arg):
     from ..nms.params import make_params
     from ..nms.runtime import load_params_and_scoring
     from ..nms.search import tuned_params_path
-
     from ..pipeline.core import DEFAULT_NMS
 
     if params_arg is None:
         method = method or DEFAULT_NMS
         return method, make_params(method), None
     if params_arg == "tuned":
-        method = method or "paper"
+        method = method or DEFAULT_NMS
         params_arg = tuned_params_path(method)
     file_method, params, scoring = load_params_and_scoring(params_arg)
     if method is not None and method != file_method:

@@ -297,7 +297,9 @@ def _nms_setup(args):
             raise ValueError("--nms-params tuned needs a method with tuned parameters, not --nms none")
         from ..nms.search import tuned_params_path
 
-        params = tuned_params_path(args.nms or "paper")
+        from ..pipeline.core import DEFAULT_NMS
+
+        params = tuned_params_path(args.nms or DEFAULT_NMS)
     return args.nms, params, args.nms_rank or "method", args.nms_score
 
 
