@@ -78,8 +78,10 @@ def register(sub) -> None:
     d.add_argument("--det-thresh", type=float, default=0.0, help="drop boxes scored below this (default: 0)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="blazepose",
-                   help="'blazepose' (the shipped BlazePose model), a .tflite BlazePose landmark model file, or "
-                        "a TorchScript (.pt) / torch.export (.pt2) heatmap model file (default: blazepose)")
+                   help="'blazepose' (the shipped BlazePose model, LiteRT), 'blazepose-torch' (the same in torch), "
+                        "a .tflite BlazePose landmark model, a TorchScript (.pt) / torch.export (.pt2) heatmap "
+                        "model (with the flags below), an rmpe train checkpoint or an AlphaPose FastPose "
+                        "checkpoint (default: blazepose)")
     m.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(256, 192),
                    help="crop size of a torch model (default: 256 192)")
     m.add_argument("--mean", type=float, nargs=3, default=None, metavar="M",
