@@ -334,7 +334,6 @@ def gather_records(records: Sequence[Any], key: Optional[Callable[[Any], Any]] =
     return records
 
 
-
 # ------------------------------------------------------------------ rmpe run over a set of images
 
 
@@ -357,17 +356,19 @@ def run_sharded(args, run_one: Callable[[Any], int]) -> int:
     Every process opens the same source (an image, a folder or a list of images: videos, cameras and
     streams, ``--track`` and ``--save-video`` need their frames in order in one process and are
     refused), counts each image's boxes in the detections file (1 per image with a detector) and takes
-    its shard (:func:`shard_indices`: balanced by boxes, deterministic). It runs the one-process command
-    ``run_one`` on its shard: a list file of its images, the detections of its images, the same flags and
-    image ids, its outputs in a private temporary folder. Rank 0 gathers every process' per-frame records,
-    pre-NMS poses and summary, puts them back in the source's order, writes ``-o``, ``--frames``,
-    ``--pre-nms`` and ``--summary`` once (atomically), evaluates ``--gt`` on all of them and prints the
-    report; then each process moves its ``--render`` images into place. Each image goes through the same
-    code as in one process; the results equal the one-process run's where the model's output for a crop
-    does not depend on the other crops of its batch (the shards batch their frames differently). The
+    its shard of the batches one process would form (``--frames-per-batch`` consecutive images):
+    :func:`shard_indices` over the batches, balanced by their boxes, deterministic. It runs the
+    one-process command ``run_one`` on its shard: a list file of its images, the detections of its images,
+    the same flags and image ids, its outputs in a private temporary folder. Rank 0 gathers every
+    process' per-frame records, pre-NMS poses and summary, puts them back in the source's order, writes
+    ``-o``, ``--frames``, ``--pre-nms`` and ``--summary`` once (atomically), evaluates ``--gt`` on all of
+    them and prints the report; then each process moves its ``--render`` images into place. Each image
+    goes through the same code in the same batch as in one process, so the results are the one-process
+    run's, in its order (batched torch ops may round differently for another batch: an unreadable image,
+    which shifts the one-process run's later batches, can change the last bits of later poses). The
     summary's stage seconds are summed over the processes, its ``total`` is the wall clock. ``--device
     cuda`` gives each process ``cuda:LOCAL_RANK``. Returns 0, or 1 when some image could not be read (as
-    the one-process command); errors are raised before any process group is made."""
+    the one-process command). Errors in the input are raised before any process group is made."""
     import shutil
     import tempfile
     import time
@@ -396,14 +397,30 @@ def run_sharded(args, run_one: Callable[[Any], int]) -> int:
         dets = load_detections(spec, det_thresh=args.det_thresh)  # checks the file as the one-process run does
         weights = [len(next((dets[k] for k in naming.keys(f) if k in dets), ())) for f in frames0]
         raw = read_json(spec, "detections file")
+        known = {k for f in frames0 for k in naming.keys(f)}
+        stray = [k for k in dets if k not in known]
+        if stray:  # what the one-process run refuses, refused before the images are split
+            raise FileNotFoundError(f"{len(stray)} image(s) named by the detections are not in {args.source!r}: "
+                                    + ", ".join(map(str, stray[:5])) + (", ..." if len(stray) > 5 else ""))
     else:
         weights = [1] * len(frames0)  # a detector finds the boxes as the images are read: balance by images
+    if args.gt:
+        from .evaluate import KeypointAP
+
+        in_gt = set(KeypointAP(args.gt).image_ids)
+        lacking = [i for i in (naming.image_id(f) for f in frames0) if i not in in_gt]
+        if lacking:
+            raise ValueError(f"{len(lacking)} image(s) of {args.source!r} are not in the ground truth {args.gt!r}, "
+                             f"e.g. {lacking[0]!r}")
 
     made = not (dist.is_available() and dist.is_initialized())
     ctx = init_from_env(args.device)
     work = render_dir = None
     try:
-        mine = shard_indices(weights, ctx.rank, ctx.world_size)
+        fpb = int(args.frames_per_batch)
+        batches = [range(s, min(s + fpb, len(frames0))) for s in range(0, len(frames0), fpb)]
+        mine = [i for b in shard_indices([sum(weights[i] for i in b) for b in batches], ctx.rank, ctx.world_size)
+                for i in batches[b]]
         work = tempfile.mkdtemp(prefix=f"rmpe-run-rank{ctx.rank}-")
         if args.render:
             parent = os.path.dirname(os.path.abspath(args.render))
