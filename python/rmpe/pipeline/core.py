@@ -22,9 +22,10 @@ time, crossing frame boundaries; the NMS runs once over the whole batch with an 
    ``"bilinear-u8"`` (default: ``cv2.warpAffine(INTER_LINEAR)`` of OpenCV 5, as most SPPEs were trained
    on), ``"bilinear"`` (exact float) or ``"opencv4"``.
 3. **SPPE**: the adapter (:mod:`rmpe.pipeline.models`) maps crops ``[n, 3, h, w]`` to heatmaps ``[n, K, h', w']``.
-4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``), logits go through a sigmoid
-   (``heatmap_activation``), then ``rmpe_ext.ops.heatmap_decode`` (``refine``: ``"quarter"``,
-   AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
+4. **Decode**: the adapter's COCO-17 joints are picked (``joint_map``); logits (``heatmap_activation``)
+   are decoded as they are, the sigmoid applied to the peaks only (for ``"dark"`` and ``"soft-argmax"``,
+   which the sigmoid would change, to the whole maps first); then ``rmpe_ext.ops.heatmap_decode``
+   (``refine``: ``"quarter"``, AlphaPose's quarter-pixel step; ``"none"``; ``"dark"``) or ``rmpe_ext.ops.soft_argmax``
    (``"soft-argmax"``, with ``soft_argmax_beta``; the score is still the peak) back-projects through the
    crop map: heatmap pixel ``u`` is crop pixel ``(u + heatmap_offset) w / w'``, then ``theta``.
 5. **Pose score**: ``det_score * mean(joint scores > kp_thresh)`` (0 when none is; mmpose's and
@@ -371,9 +372,22 @@ class Pipeline:
             hm = (nhwc if jm is None else nhwc[..., jm]).permute(0, 3, 1, 2).contiguous()
         else:
             hm = (heatmaps if jm is None else heatmaps.index_select(1, jm)).contiguous()
-        if self.model.heatmap_activation == "sigmoid":
-            hm = torch.sigmoid(hm)
         m = heatmap_to_image(theta.to(hm.device), self.input_size, hm.shape[2:], self.model.heatmap_offset)
+        if self.model.heatmap_activation == "sigmoid":
+            if self.refine in ("quarter", "none"):
+                # logits decoded as they are: the argmax and the quarter step's neighbour comparisons do not
+                # change under the (monotone) sigmoid, so only the peaks go through it. AlphaPose's rule (a
+                # peak <= 0 puts the joint at heatmap pixel (0, 0)) is for score maps: each map is shifted so
+                # that its peak is 1 (finite peaks only; NaN and all -inf maps stay as they are and decode as
+                # their sigmoids did). In place when hm is this call's own copy; the model's tensor is not
+                # modified. Above a logit of about 16.6 float32's sigmoid rounds to 1 and the former
+                # sigmoid-then-argmax could pick the first such pixel; here the argmax is the logits' own.
+                peaks = hm.flatten(2).amax(2)
+                shift = torch.where(torch.isfinite(peaks), peaks - 1, torch.zeros_like(peaks))[..., None, None]
+                hm = hm.sub_(shift) if hm is not heatmaps else hm - shift
+                coords, _ = ops.heatmap_decode(hm, m, self.refine)
+                return coords.to(torch.float32), torch.sigmoid(peaks).to(torch.float32)
+            hm = torch.sigmoid(hm)  # DARK and soft-argmax are not invariant to it: they see probabilities
         if self.refine == "soft-argmax":
             coords, _ = ops.soft_argmax(hm, m, self.soft_argmax_beta)
             scores = hm.flatten(2).amax(2)
