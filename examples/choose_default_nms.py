@@ -130,8 +130,10 @@ def main():
     }
     print(f"A: {len(a_ids)} images, {len(parts['A'][0].poses)} poses; B: {len(b_ids)} images "
           f"({', '.join(map(str, b_ids))}), {len(parts['B'][0].poses)} poses")
-    table = {}
+    table, spec = {}, {}
     for label, method, scoring in candidates():
+        spec[label] = {"method": method or "none", "rank": scoring.rank if scoring else None,
+                       "score": scoring.output if scoring else None}
         row = {}
         for name, (p, ev) in parts.items():
             o = no_nms(p) if method is None else apply_nms(p, method, None, scoring)
@@ -150,7 +152,8 @@ def main():
     print(f"chosen on B: {best_b} (B {table[best_b]['B']:.4f}); held out on A: {table[best_b]['A']:.4f} "
           f"against AlphaPose's exact {table[exact]['A']:.4f} ({table[best_b]['A'] - table[exact]['A']:+.4f})")
     with open(out / "table.json", "w") as f:
-        json.dump({"A": a_ids, "B": b_ids, "ap": table, "chosen_on_A": best_a, "chosen_on_B": best_b}, f, indent=1)
+        json.dump({"A": a_ids, "B": b_ids, "ap": table, "candidates": spec, "chosen_on_A": best_a,
+                   "chosen_on_B": best_b}, f, indent=1)
 
 
 if __name__ == "__main__":
