@@ -1,6 +1,5 @@
 """rmpe.pipeline.sources: every kind of input (image, folder with any names, list, video, camera, stream),
 unreadable images yielded as such, the background reader's bounded queue, and clear errors."""
-import os
 import pathlib
 import shutil
 import threading

@@ -10,8 +10,6 @@ parameters file's, else ``oks``, as ``rmpe run``); the flags are ``rmpe run``'s.
 """
 from __future__ import annotations
 
-from . import NMS_METHODS as METHODS, NMS_RANKS as RANKS, NMS_SCORES as OUTPUTS  # noqa: F401 (tune_nms)
-
 
 def register(sub) -> None:
     from . import add_nms_flags

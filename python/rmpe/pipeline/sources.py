@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
 
