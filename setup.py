@@ -138,7 +138,9 @@ setup(
     # the binary loads only with the torch it was built against (as torchvision's wheels, the
     # metadata pins it; "==2.13.0" also admits local builds such as 2.13.0+cpu)
     install_requires=[f"torch=={torch.__version__.split('+')[0]}", "numpy", "opencv-python-headless", "pycocotools",
-                      "scikit-learn", "tqdm", "matplotlib"],
+                      "scikit-learn", "scipy", "tqdm", "matplotlib",
+                      # the default person detector and SPPE of `rmpe run` (the shipped BlazePose .tflite files)
+                      "ai-edge-litert"],
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark", "expecttest", "opencv-python-headless", "pycocotools"],
         "blazepose": ["ai-edge-litert"],
