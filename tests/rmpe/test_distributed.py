@@ -73,6 +73,7 @@ def test_one_process_helpers_act_as_the_one_process(tmp_path):
     ctx = D.init_from_env("cpu", env={})
     assert (ctx.rank, ctx.world_size, ctx.backend, ctx.distributed, ctx.is_main) == (0, 1, None, False, True)
     assert D.init_from_env("cpu", env={"WORLD_SIZE": "1", "RANK": "0"}).world_size == 1
+    assert [D.launched_distributed(e) for e in ({}, {"WORLD_SIZE": "1"}, {"WORLD_SIZE": "2"})] == [False, False, True]
     assert D.all_reduce_sum({"a": 1, "b": 2.5}) == {"a": 1.0, "b": 2.5} and D.all_reduce_sum([3]) == [3.0]
     assert D.all_gather_object({"x": 1}) == [{"x": 1}] and D.broadcast_object(7) == 7
     recs = [{"image_id": 3}, {"image_id": 1}, {"image_id": 3, "k": 2}]
@@ -242,7 +243,8 @@ def test_one_step_on_two_processes_equals_one_process_on_twice_the_batch(ddp_ste
         assert all(p == (False, True) for p in got["parallel_params"])
     if variant != "warmup":  # one process on its own half of the batch does not give the same step
         alone = ddp_steps[0][variant]["params"]["loc_net.points.weight"]
-        assert not torch.allclose(alone, one_step_half(variant)["params"]["loc_net.points.weight"], rtol=1e-5, atol=1e-6)
+        half = one_step_half(variant)["params"]["loc_net.points.weight"]
+        assert not torch.allclose(alone, half, rtol=1e-5, atol=1e-6)
 
 
 def one_step_half(variant):
