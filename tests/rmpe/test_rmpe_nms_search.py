@@ -318,9 +318,13 @@ def test_search_errors(props, ev):
 
 
 def test_scoring_names_match_the_command_line():
-    from rmpe.commands import nms
+    """The command line keeps its own copy of the choices (building the parser imports no torch): it must be
+    the runtime's."""
+    from rmpe.commands import NMS_METHODS, NMS_RANKS, NMS_SCORES
+    from rmpe.nms.params import METHODS
 
-    assert nms.RANKS == RANKS and nms.OUTPUTS == OUTPUTS
+    assert NMS_RANKS == RANKS and NMS_SCORES == OUTPUTS
+    assert set(NMS_METHODS) <= set(METHODS), (NMS_METHODS, METHODS)
 
 
 # ------------------------------------------------------------------ the shipped tuned files
