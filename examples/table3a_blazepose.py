@@ -21,10 +21,18 @@ times, 256 x 256, RGB.
 
 Model. ``SSTN(BlazePoseSPPE(), input_size=(256, 256), loc_features="sppe", loc_transform=...)``: the
 localization net is a spatial soft-argmax of the frozen BlazePose's own heatmaps on the proposal and a
-linear map to theta (translation only by default; identity start; 36 parameters); BlazePose is frozen
-(``TrainConfig(freeze_sppe=True)``), only the localization net learns, from the SSTN loss (the SDTN's
-heatmaps against the GT Gaussians in the proposal's frame, sigma 2 heatmap cells) with the parallel
-branch (the same frozen BlazePose on the STN crop against the centred targets) or without it.
+linear map from the 17 joints' points to theta's translation (``--loc-transform translation``, the
+default; identity start; 70 parameters); BlazePose is frozen (``TrainConfig(freeze_sppe=True)``), only the
+localization net learns (Adam, ``--loc-lr``, batches of 16), from the SSTN loss (the SDTN's heatmaps against
+the GT Gaussians in the proposal's frame) with the parallel branch (the same frozen BlazePose on the STN
+crop against the centred targets) or without it. The targets' sigma is 8 heatmap cells: BlazePose's own
+blobs are about 2 cells wide, but a displaced crop's blobs lie several cells from the centred targets,
+where a narrow Gaussian gives the translation no usable gradient (``--gradient-check``).
+
+References that need no training, on the same boxes: the ideal STN (theta*, the GT box's own crop inside
+the proposal), its translation alone (what a translation-only STN could reach at best), and a ridge
+regression of the localization net's own form (the same soft-argmax points, linear) fitted to the GT
+centres of the seed-0 training boxes: the best this localization net could learn.
 
 Measures, on each held-out box set: COCO keypoint AP of one BlazePose pose per box (the AP of each set of
 one box per person, averaged over the ``--held-boxes`` sets; scored on the held-out images only), PCK@0.2
@@ -204,7 +212,7 @@ def train_stn(sppe, data, parallel: bool, args, seed: int, log=print):
     model = SSTN(sppe, input_size=SIZE, parallel="shared" if parallel else None, loc_features="sppe",
                  loc_transform=args.loc_transform, loc_beta=args.loc_beta)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, loc_lr=args.loc_lr, freeze_sppe=True,
-                      schedule="constant", progress=False, seed=seed)
+                      schedule="constant", progress=False, seed=seed, parallel_weight=args.parallel_weight)
     t = time.time()
     Trainer(model, data, cfg).fit(log=lambda r: log(
         f"    epoch {r['epoch']}: loss {r['loss']:.6f} (main {r['main_loss']:.6f}, parallel {r['parallel_loss']:.6f}) "
@@ -229,7 +237,7 @@ def run(args) -> int:
     sppe = BlazePoseSPPE()
     base = {"kind": "setting", "train_persons": len(train_p), "held_persons": len(held_p),
             "epochs": args.epochs, "boxes_per_person": args.boxes_per_person, "held_boxes": args.held_boxes,
-            "loc_lr": args.loc_lr, "loc_beta": args.loc_beta, "loc_transform": args.loc_transform,
+            "loc_lr": args.loc_lr, "loc_beta": args.loc_beta, "parallel_weight": args.parallel_weight, "loc_transform": args.loc_transform,
             "batch_size": args.batch_size, "threads": args.threads, "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     records = []
@@ -280,7 +288,7 @@ def run(args) -> int:
         pg = ResampledCrops(train_p, frames, PGPGAugmenter(), args.boxes_per_person, seed=seed + 1_000_003,
                             flip=True, **CROP_KW)
         data = (lambda e, jit=jit, pg=pg: CropSet.concat([jit(e), pg(e)]))
-        for parallel in (False, True):
+        for parallel in [m == "stn_parallel" for m in ("stn", "stn_parallel") if m in args.models]:
             name = "stn_parallel" if parallel else "stn"
             print(f"seed {seed}, {name}: training", flush=True)
             model, secs = train_stn(sppe, data, parallel, args, seed)
@@ -380,8 +388,11 @@ def main(argv=None) -> int:
     ap.add_argument("--boxes-per-person", type=int, default=2, help="per augmenter (jitter, PGPG) and epoch")
     ap.add_argument("--held-boxes", type=int, default=4, help="held-out jitter and PGPG boxes per person")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--loc-lr", type=float, default=1e-3)
+    ap.add_argument("--loc-lr", type=float, default=3e-3)
     ap.add_argument("--loc-beta", type=float, default=20.0)
+    ap.add_argument("--parallel-weight", type=float, default=10.0, help="the parallel branch's loss weight")
+    ap.add_argument("--models", nargs="+", choices=("stn", "stn_parallel"), default=["stn", "stn_parallel"],
+                    help="which STNs to train")
     ap.add_argument("--loc-transform", choices=("translation", "scale"), default="translation")
     ap.add_argument("--train-persons", type=int, default=0, help="use only the first N training persons (0: all)")
     ap.add_argument("--held-persons", type=int, default=0, help="use only the first N held-out persons (0: all)")
