@@ -32,9 +32,10 @@ and gives the heatmaps the SSTN's loss and decoding expect:
   frozen network as the parallel SPPE: the paper's setting (a pre-trained SPPE, frozen). Gradients still
   flow through the network to its input.
 
-Cost (2-core Intel Xeon, torch 2.13.0+cpu, 1 thread, other jobs running): about 47 ms per crop forward
-and 110 ms forward + backward to the input; the SSTN with the parallel branch runs the network three
-times per training crop (the localization net's features, the main branch, the parallel branch).
+Cost: the SSTN with the parallel branch and ``loc_features="sppe"`` runs the network three times per
+training crop (the localization net's features without gradient, the main branch and the parallel branch
+with gradients to their input); ``tools/bench_blazepose_torch.py`` times the network's forward and
+forward + backward, and ``docs/sstn_training.md`` gives the run time of ``examples/table3a_blazepose.py``.
 
 Needs the ``tflite`` package to build BlazePoseTorch from the shipped ``.tflite`` (see
 :mod:`rmpe.pipeline.models.blazepose_torch`).
