@@ -2,6 +2,7 @@
 
     model.py      SSTN = STN + SPPE + SDTN, the parallel SPPE, the losses, centre_displacement
     hourglass.py  the reference SPPE (a small stacked hourglass)
+    blazepose_sppe.py  BlazePose (torch, frozen) as the SSTN's SPPE: a real pose model in front of the STN
     trainer.py    Trainer / TrainConfig: resumable training, evaluate, set_seed
     datasets.py   COCO persons -> proposal crops with heatmap targets (CropSet, ResampledCrops)
     augment.py    box augmenters that make the proposals (jitter, PGPG)
