@@ -13,7 +13,7 @@ pytest.importorskip("ai_edge_litert", reason="the reference, LiteRT, needs ai-ed
 
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from rmpe.pipeline.detections import image_files, load_detections, load_image  # noqa: E402
+from rmpe.pipeline.detections import load_image  # noqa: E402
 from rmpe.pipeline.models import BlazePoseModel, BlazePoseTorch, BlazePoseTorchModel, check_model, \
     default_blazepose_path  # noqa: E402
 from rmpe.pipeline.models.blazepose_torch import TFLiteModule, parse_tflite  # noqa: E402
@@ -26,14 +26,7 @@ COCO4 = ROOT / "data" / "coco4"
 ALL = ("landmarks", "pose_flag", "segmentation", "heatmap", "world_landmarks")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread, as the pipeline's tests: on a small shared machine two threads that wait for
-    each other made these tests several times slower (the double-precision convolutions most)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _crops_of(frame_bgr: np.ndarray, boxes_xywh) -> torch.Tensor:
@@ -288,14 +281,6 @@ def test_adapter_has_the_litert_adapters_attributes():
     assert not any(p.requires_grad for p in ours.module.parameters())
     with pytest.raises(ValueError, match="crops must be"):
         ours(torch.rand(2, 3, 256, 192))
-
-
-@pytest.fixture(scope="module")
-def coco4():
-    dets = load_detections(COCO4 / "test_coco_det_AP_H_56.json")
-    ids = list(dets)
-    files = image_files(COCO4, ids, COCO4 / "test_coco.json")
-    return [load_image(files[i]) for i in ids], [dets[i] for i in ids], ids
 
 
 def test_pipeline_with_the_torch_model_keeps_the_same_poses(coco4):

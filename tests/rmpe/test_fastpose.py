@@ -26,12 +26,7 @@ COCO4 = ROOT / "data" / "coco4"
 ATOL = 2e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ the oracle's weight fill rule (test helper)

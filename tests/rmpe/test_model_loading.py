@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from rmpe.pipeline.detections import image_files, load_detections, load_image
 from rmpe.pipeline.models import (BlazePoseModel, FastPoseModel, SSTNModel, TorchHeatmapModel, check_model,
                                   default_blazepose_path, load_pose_model, shipped_model_dir)
 
@@ -29,14 +28,6 @@ def checkpoint(tmp_path_factory):
             "--no-progress", "--out", str(out), "--seed", "0"]
     assert cli.main(args) == 0
     return out / "last.pt"
-
-
-@pytest.fixture(scope="module")
-def coco4():
-    dets = load_detections(COCO4 / "test_coco_det_AP_H_56.json")
-    ids = list(dets)
-    files = image_files(COCO4, ids, COCO4 / "test_coco.json")
-    return [load_image(files[i]) for i in ids], [dets[i] for i in ids], ids
 
 
 def test_models_are_package_data():

@@ -13,7 +13,6 @@ import sys
 import tempfile
 
 import pytest
-import torch
 
 from rmpe.cli import main
 
@@ -25,12 +24,7 @@ DETS = str(COCO4 / "test_coco_det_AP_H_56.json")
 GT4 = str(COCO4 / "test_coco.json")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

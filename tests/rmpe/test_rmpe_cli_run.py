@@ -5,10 +5,8 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import warnings
 
 import pytest
-import torch
 
 from rmpe import cli
 from rmpe.nms.params import make_params, save_params
@@ -19,25 +17,9 @@ DETS = COCO4 / "test_coco_det_AP_H_56.json"
 GT = COCO4 / "test_coco.json"
 
 
-class Tiny(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.conv = torch.nn.Conv2d(3, 17, 5, stride=4, padding=2)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.1)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x)) ** 2
-
-
 @pytest.fixture(scope="module")
-def scripted(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.*: deprecated, still what many ship
-        torch.jit.save(torch.jit.trace(Tiny().eval(), torch.zeros(1, 3, 256, 192)), str(path))
-    return path
+def scripted(tiny_torchscript):
+    return tiny_torchscript
 
 
 def _listing(folder):

@@ -5,12 +5,10 @@ import json
 import pathlib
 import re
 import shutil
-import warnings
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from rmpe import cli
 from rmpe.evaluate import coco_keypoint_eval
@@ -24,25 +22,9 @@ GT = COCO4 / "test_coco.json"
 IDS = (785, 40083, 196141, 197388)
 
 
-class Tiny(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.conv = torch.nn.Conv2d(3, 17, 5, stride=4, padding=2)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.1)
-
-    def forward(self, x):
-        return torch.relu(self.conv(x)) ** 2
-
-
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.trace(Tiny().eval(), torch.zeros(1, 3, 256, 192)), str(path))
-    return ["--model", str(path), "--threads", "1", "--quiet"]
+def model(tiny_torchscript):
+    return ["--model", str(tiny_torchscript), "--threads", "1", "--quiet"]
 
 
 def coco_dets():

@@ -4,7 +4,6 @@ front of it (examples/table3a_blazepose.py, the paper's Table 3(a) at our scale)
 The wrapper's tests use the shipped model and the shipped COCO sample (data/coco4); the learning test needs the
 shared data (skips without it) and asserts only limits derived from a measured seed spread (see
 docs/sstn_training.md, "Table 3(a) with BlazePose")."""
-import importlib.util
 import os
 import pathlib
 
@@ -18,7 +17,7 @@ from rmpe.pipeline.models import BlazePoseTorch  # noqa: E402
 from rmpe.pipeline.models.blazepose import BLAZEPOSE_TO_COCO  # noqa: E402
 from rmpe.sstn import SSTN  # noqa: E402
 from rmpe.sstn.blazepose_sppe import BlazePoseSPPE, crop_heatmap_to_image_theta  # noqa: E402
-from rmpe.sstn.datasets import (FLIP_PAIRS, MEAN, STD, CropSet, crops_from_boxes, heatmap_to_image_theta,  # noqa: E402
+from rmpe.sstn.datasets import (FLIP_PAIRS, MEAN, STD, crops_from_boxes, heatmap_to_image_theta,  # noqa: E402
                                 load_frames, load_persons)
 from rmpe.sstn.trainer import Trainer, TrainConfig  # noqa: E402
 
@@ -26,12 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 COCO4 = ROOT / "data" / "coco4"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
