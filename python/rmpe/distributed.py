@@ -373,12 +373,15 @@ def run_sharded(args, run_one: Callable[[Any], int]) -> int:
     import tempfile
     import time
 
-    from .commands.run import _coco_ids, _Frames, _is_detections_file
+    from .commands import check_renamed
+    from .commands.run import _check_flags, _coco_ids, _Frames, _is_detections_file
     from .io import read_json
     from .pipeline.detections import load_detections
     from .pipeline.sources import open_source
 
     t_start = time.perf_counter()
+    check_renamed(args)
+    _check_flags(args)  # the one-process command's checks, before the split
     if getattr(args, "track", False) or getattr(args, "save_video", None):
         raise ValueError("--track and --save-video need every frame in order in one process: run them without "
                          "torchrun")
@@ -480,7 +483,6 @@ def _run_shard(args, run_one, ctx: DistContext, src, naming, frames0, mine: List
     sub.render = render_dir
     sub.device = str(ctx.device)
     sub.quiet = args.quiet or not ctx.is_main  # rank 0 shows its shard's progress
-    sub._sharded = True
     quiet_err = contextlib.nullcontext() if ctx.is_main else contextlib.redirect_stderr(io.StringIO())
     with contextlib.redirect_stdout(io.StringIO()), quiet_err:
         payload["status"] = int(run_one(sub) or 0)

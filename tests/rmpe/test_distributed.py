@@ -396,6 +396,117 @@ def test_train_device_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "ckpt").exists()
 
 
+# ------------------------------------------------------------------ rmpe run, sharded
+
+
+def test_sharded_run_writes_the_one_process_results(tmp_path):
+    """``torchrun --nproc_per_node=2 -m rmpe run`` on the shipped sample (4 COCO images, 118 detector
+    boxes, the shipped BlazePose): the results, the pre-NMS poses, the per-frame records and the drawn
+    images are those of one process, byte for byte and in its order; the summary's counts and the AP
+    agree; no temporary file is left. (One process' own results change in the last bits with
+    --frames-per-batch: the processes take whole batches, so the comparison can be exact.)"""
+    pytest.importorskip("ai_edge_litert")
+    from rmpe import cli
+
+    coco4 = ROOT / "data" / "coco4"
+    # one image per batch: 4 batches, 2 per process (each process batches as one process does)
+    common = [str(coco4), str(coco4 / "test_coco_det_AP_H_56.json"), "--gt", str(coco4 / "test_coco.json"),
+              "--threads", "1", "--quiet", "--frames-per-batch", "1"]
+
+    def outputs(tag):
+        d = tmp_path / tag
+        return ["-o", str(d / "res.json"), "--pre-nms", str(d / "pre.json.gz"), "--frames", str(d / "frames.json"),
+                "--summary", str(d / "summary.json"), "--render", str(d / "render")]
+
+    torch.set_num_threads(1)
+    assert cli.main(["run", *common, *outputs("one")]) == 0
+    p = torchrun(["run", *common, *outputs("two")], None, module=True)
+    assert "on 2 processes" in p.stdout and "COCO keypoint AP on the 4 images" in p.stdout
+    one, two = tmp_path / "one", tmp_path / "two"
+    for name in ("res.json", "frames.json"):
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    import gzip
+    import json
+
+    assert json.loads(gzip.decompress((one / "pre.json.gz").read_bytes())) == \
+        json.loads(gzip.decompress((two / "pre.json.gz").read_bytes()))
+    res = json.loads((two / "res.json").read_text())
+    assert len(res) > 10 and len({r["image_id"] for r in res}) == 4
+    assert sorted(os.listdir(one / "render")) == sorted(os.listdir(two / "render"))
+    assert len(os.listdir(two / "render")) == 4
+    for name in os.listdir(one / "render"):
+        assert (one / "render" / name).read_bytes() == (two / "render" / name).read_bytes(), name
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    for k in ("frames", "frames_read", "person_boxes", "poses", "per_frame", "unreadable", "eval", "nms"):
+        assert s1[k] == s2[k], k
+    assert s2["processes"] == 2 and s2["person_boxes"] == 118
+    assert sorted(os.listdir(two)) == ["frames.json", "pre.json.gz", "render", "res.json", "summary.json"]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no rank's temporary folder is left
+
+
+def test_sharded_run_with_an_unreadable_image_and_alphapose_format(tmp_path, monkeypatch):
+    """A folder given relative to the working directory, with an unreadable image among the 4 COCO
+    images, AlphaPose's format: 2 processes write the one-process results and per-frame records byte for
+    byte (frame numbers, file paths and the error message as one process gives them) and exit 1 as it
+    does."""
+    pytest.importorskip("ai_edge_litert")
+    import json
+    import shutil
+
+    from rmpe import cli
+
+    coco4 = ROOT / "data" / "coco4"
+    (tmp_path / "imgs").mkdir()
+    for f in coco4.glob("*.jpg"):
+        shutil.copy(f, tmp_path / "imgs" / f.name)
+    (tmp_path / "imgs" / "000000000900.jpg").write_bytes(b"not an image")  # sorts among the real ones
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "imgs", str(coco4 / "test_coco_det_AP_H_56.json"), "--format", "alphapose", "--threads", "1",
+            "--quiet", "--det-thresh", "0.3", "--frames-per-batch", "1"]
+    torch.set_num_threads(1)
+    assert cli.main(args + ["-o", "one/res.json", "--frames", "one/frames.json", "--summary", "one/s.json"]) == 1
+    p = torchrun(args + ["-o", "two/res.json", "--frames", "two/frames.json", "--summary", "two/s.json"], None,
+                 module=True, check=False, cwd=tmp_path)
+    assert p.returncode != 0 and "1 of 5 frames could not be read" in p.stderr, p.stderr[-2000:]
+    for name in ("res.json", "frames.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    frames = json.loads((tmp_path / "two" / "frames.json").read_text())
+    assert [f["frame"] for f in frames] == list(range(5)) and frames[1]["status"] == "unreadable"
+    assert frames[1]["file"] == os.path.join("imgs", "000000000900.jpg")
+    assert "imgs/000000000900.jpg" in frames[1]["error"]
+    assert all(isinstance(r["image_id"], str) and "box" in r for f in frames for r in f["poses"])
+    s1, s2 = (json.loads((tmp_path / d / "s.json").read_text()) for d in ("one", "two"))
+    assert s1["unreadable"] == s2["unreadable"] and s1["per_frame"] == s2["per_frame"]
+
+
+def test_sharded_run_with_the_person_detector(tmp_path):
+    """No detections file: the shipped person detector runs in each process on its images (shards
+    balanced by image count); the results are the one-process results."""
+    pytest.importorskip("ai_edge_litert")
+    from rmpe import cli
+
+    coco4 = ROOT / "data" / "coco4"
+    args = ["run", str(coco4), "--detector", "blazepose", "--threads", "1", "--quiet", "--frames-per-batch", "1"]
+    torch.set_num_threads(1)
+    assert cli.main(args + ["-o", str(tmp_path / "one.json")]) == 0
+    torchrun(args + ["-o", str(tmp_path / "two.json")], None, module=True)
+    one = (tmp_path / "one.json").read_bytes()
+    assert one == (tmp_path / "two.json").read_bytes() and len(__import__("json").loads(one)) >= 4
+
+
+def test_sharded_run_refuses_what_needs_frames_in_order(tmp_path):
+    """--track is refused under torchrun, and a bad flag gets the one-process command's message, before
+    any work and without a file left behind."""
+    coco4 = ROOT / "data" / "coco4"
+    base = ["run", str(coco4), str(coco4 / "test_coco_det_AP_H_56.json"), "-o", str(tmp_path / "r.json")]
+    for extra, message in [(["--track"], "--track and --save-video need every frame in order in one process"),
+                           (["--frames-per-batch", "0"], "--frames-per-batch must be at least 1")]:
+        p = torchrun(base + extra, None, module=True, check=False)
+        assert p.returncode != 0
+        assert f"rmpe run: error: {message}" in p.stderr, p.stderr[-2000:]
+        assert os.listdir(tmp_path) == []
+
+
 # ------------------------------------------------------------------ the worker
 
 
