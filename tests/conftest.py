@@ -127,3 +127,20 @@ def tiny_torchscript(tmp_path_factory):
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.*: deprecated, still what many ship
         torch.jit.save(torch.jit.trace(TinyHeatmapNet().eval(), torch.zeros(1, 3, 256, 192)), str(path))
     return path
+
+
+class AdapterRecorder:
+    """Wraps a pipeline adapter, keeping every crop batch and heatmap batch it saw (copies)."""
+
+    def __init__(self, model):
+        from rmpe.pipeline.models import ADAPTER_ATTRS
+
+        self.model, self.crops, self.heatmaps = model, [], []
+        for a in ADAPTER_ATTRS:
+            setattr(self, a, getattr(model, a))
+
+    def __call__(self, crops):
+        self.crops.append(crops.clone())
+        out = self.model(crops)
+        self.heatmaps.append(out.clone())
+        return out

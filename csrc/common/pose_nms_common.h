@@ -112,6 +112,15 @@ RMPE_HD void joint_box_gap(const PoseMeta<T>& a, const PoseMeta<T>& b, T& gx, T&
   gy = fp::py_max(fp::py_max(fp::sub(b.by0, a.by1), fp::sub(a.by0, b.by1)), T(0));
 }
 
+// The criteria's far-pair test for a radius R: false only when the joint boxes
+// of a and b are more than R apart along x or y (then no joint pair is within R).
+template <typename T>
+RMPE_HD bool joint_boxes_within(const PoseMeta<T>& a, const PoseMeta<T>& b, T R) {
+  T gx, gy;
+  joint_box_gap(a, b, gx, gy);
+  return !(gx > R || gy > R);
+}
+
 // Slack added to a far-pair radius R so that rounding in the gap and in the
 // joint distances can never turn a related pair into a rejected one; `mag`
 // bounds the magnitude of the coordinates involved.
@@ -168,10 +177,7 @@ struct AlphaPoseCriterion {
     return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
   }
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
-    T gx, gy;
-    joint_box_gap(mi, mj, gx, gy);
-    const T R = radius_to(mi, mj.mag);
-    return !(gx > R || gy > R);
+    return joint_boxes_within(mi, mj, radius_to(mi, mj.mag));
   }
   // Bound of that radius over every j with |coordinates| <= mag_max, area <= area_max.
   RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const { return radius_to(mi, mag_max); }
@@ -263,10 +269,7 @@ struct OksCriterion {
     return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
   }
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
-    T gx, gy;
-    joint_box_gap(mi, mj, gx, gy);
-    const T R = radius_to(mi, mj.area, mj.mag);
-    return !(gx > R || gy > R);
+    return joint_boxes_within(mi, mj, radius_to(mi, mj.area, mj.mag));
   }
   RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T area_max) const {
     return radius_to(mi, area_max, mag_max);
@@ -346,10 +349,7 @@ struct WholeBodyCriterion {
     return R + reach_slack(R, fp::py_max(mi.mag, mag_j));
   }
   RMPE_HD bool may_relate(const PoseMeta<T>& mi, const PoseMeta<T>& mj) const {
-    T gx, gy;
-    joint_box_gap(mi, mj, gx, gy);
-    const T R = radius_to(mi, mj.mag);
-    return !(gx > R || gy > R);
+    return joint_boxes_within(mi, mj, radius_to(mi, mj.mag));
   }
   RMPE_HD T max_radius(const PoseMeta<T>& mi, T mag_max, T) const { return radius_to(mi, mag_max); }
 };

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from rmpe.pipeline.detections import FrameBoxes, image_files, load_detections, load_image
-from rmpe.pipeline.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
+from conftest import AdapterRecorder
+from rmpe.pipeline.models import TorchHeatmapModel, check_model
 from rmpe.pipeline.models.fastpose import FastPose, FastPoseModel, fastpose_state_dict, load_fastpose
 from rmpe.pipeline import Pipeline
 from rmpe_ext.alphapose import ALPHAPOSE_MEAN
@@ -222,21 +223,6 @@ def test_oracle_tells_small_architecture_errors(runs, oracle, mutate):
 # ------------------------------------------------------------------ the pipeline adapter on data/coco4
 
 
-class _Recorder:
-    """Wraps an adapter, keeping every crop batch and heatmap batch it saw."""
-
-    def __init__(self, model):
-        self.model, self.crops, self.heatmaps = model, [], []
-        for a in ADAPTER_ATTRS:
-            setattr(self, a, getattr(model, a))
-
-    def __call__(self, crops):
-        self.crops.append(crops.clone())
-        out = self.model(crops)
-        self.heatmaps.append(out.clone())
-        return out
-
-
 # the oracle's 8 persons: the best-scored boxes of data/coco4's shipped detections, per image
 TOP_BOXES = ((785, 1), (197388, 3), (40083, 2), (196141, 2))
 
@@ -260,7 +246,7 @@ def pipeline_run(coco4_top8, own_filled_j17):
     """The filled FastPose (J=17) through the whole pipeline (AlphaPose's NMS) on those 8 persons, recorded."""
     model = FastPose(17)
     model.load_state_dict(own_filled_j17, strict=True)
-    rec = _Recorder(FastPoseModel(model))
+    rec = AdapterRecorder(FastPoseModel(model))
     frames, per_frame, ids = coco4_top8
     pipe = Pipeline(rec, nms="alphapose", batch_size=8)
     return pipe, pipe(frames, per_frame, ids), torch.cat(rec.crops), torch.cat(rec.heatmaps)

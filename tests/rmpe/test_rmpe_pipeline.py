@@ -12,7 +12,8 @@ from rmpe.pipeline.detections import FrameBoxes, as_frame_boxes, detections_from
     load_image
 from rmpe.pipeline.draw import draw_results, save_image
 from rmpe.evaluate import coco_keypoint_eval
-from rmpe.pipeline.models import ADAPTER_ATTRS, TorchHeatmapModel, check_model
+from conftest import AdapterRecorder as Recorder
+from rmpe.pipeline.models import TorchHeatmapModel, check_model
 from rmpe.nms.params import make_params, save_params
 from rmpe.pipeline import Pipeline, PipelineResult, crop_theta, heatmap_to_image, pose_scores, run_nms
 
@@ -45,21 +46,6 @@ class Tiny(torch.nn.Module):
 
     def forward(self, x):
         return torch.relu(self.conv(x)) ** 2
-
-
-class Recorder:
-    """Wraps an adapter, keeping every crop batch and heatmap batch it saw."""
-
-    def __init__(self, model):
-        self.model, self.crops, self.heatmaps = model, [], []
-        for a in ADAPTER_ATTRS:
-            setattr(self, a, getattr(model, a))
-
-    def __call__(self, crops):
-        self.crops.append(crops.clone())
-        out = self.model(crops)
-        self.heatmaps.append(out.clone())
-        return out
 
 
 # ------------------------------------------------------------------ BlazePose on real data
